@@ -1,0 +1,374 @@
+//! Newline-delimited JSON framing.
+//!
+//! [`LineFramer`] is fed bytes as they arrive, whatever the read boundaries, and yields one
+//! frame per `\n`. It never buffers more than [`MAX_FRAME_BYTES`]: a longer line is reported
+//! once as [`FrameError::TooLarge`] and skipped up to its newline, so the peer can go on.
+
+use serde::Serialize;
+
+use crate::messages::{ErrorKind, ErrorReply, Request, RequestFrame, COMMAND_NAMES};
+use crate::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
+
+/// Why a frame could not be turned into a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of more than {limit} bytes rejected: send one JSON object per line")]
+    TooLarge { limit: usize },
+    #[error("malformed frame: {reason}")]
+    Malformed { id: Option<u64>, reason: String },
+    #[error("unknown command '{command}': expected one of {}", COMMAND_NAMES.join(", "))]
+    UnknownCommand { id: Option<u64>, command: String },
+    #[error(
+        "protocol version {client} is not supported by ccod (protocol {PROTOCOL_VERSION}): \
+         use the ccoctl that came with this ccod"
+    )]
+    ProtocolMismatch { id: Option<u64>, client: u32 },
+    #[error("connection closed in the middle of a frame ({pending} bytes without a newline)")]
+    Truncated { pending: usize },
+}
+
+impl FrameError {
+    /// Id of the request the error belongs to, when the frame carried one.
+    pub fn request_id(&self) -> Option<u64> {
+        match self {
+            FrameError::Malformed { id, .. }
+            | FrameError::UnknownCommand { id, .. }
+            | FrameError::ProtocolMismatch { id, .. } => *id,
+            FrameError::TooLarge { .. } | FrameError::Truncated { .. } => None,
+        }
+    }
+
+    /// The error as it is sent to the peer.
+    pub fn to_reply(&self) -> ErrorReply {
+        let kind = match self {
+            FrameError::TooLarge { .. } => ErrorKind::FrameTooLarge,
+            FrameError::Malformed { .. } | FrameError::Truncated { .. } => {
+                ErrorKind::MalformedFrame
+            }
+            FrameError::UnknownCommand { .. } => ErrorKind::UnknownCommand,
+            FrameError::ProtocolMismatch { .. } => ErrorKind::ProtocolMismatch,
+        };
+        ErrorReply {
+            kind,
+            message: self.to_string(),
+        }
+    }
+}
+
+/// Serializes `value` as one frame: compact JSON followed by `\n`.
+pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain data types to a Vec cannot fail: every map key is a string.
+    let mut bytes = serde_json::to_vec(value).expect("control messages serialize to JSON");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Splits a byte stream into frames.
+#[derive(Debug, Default)]
+pub struct LineFramer {
+    buffer: Vec<u8>,
+    /// Set while the rest of an oversized line is being skipped.
+    skipping: bool,
+}
+
+impl LineFramer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the peer.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Returns the next complete frame without its newline, an error for an oversized one,
+    /// or `None` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Option<Result<Vec<u8>, FrameError>> {
+        loop {
+            match self.buffer.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                    line.pop();
+                    if self.skipping {
+                        self.skipping = false;
+                        continue;
+                    }
+                    if line.len() + 1 > MAX_FRAME_BYTES {
+                        return Some(Err(FrameError::TooLarge {
+                            limit: MAX_FRAME_BYTES,
+                        }));
+                    }
+                    return Some(Ok(line));
+                }
+                None if self.buffer.len() >= MAX_FRAME_BYTES => {
+                    self.buffer.clear();
+                    if self.skipping {
+                        return None;
+                    }
+                    self.skipping = true;
+                    return Some(Err(FrameError::TooLarge {
+                        limit: MAX_FRAME_BYTES,
+                    }));
+                }
+                None => return None,
+            }
+        }
+    }
+
+    /// Checks the state at end of input: bytes without a final newline are a cut frame.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.buffer.is_empty() || self.skipping {
+            Ok(())
+        } else {
+            Err(FrameError::Truncated {
+                pending: self.buffer.len(),
+            })
+        }
+    }
+}
+
+/// Decodes one frame into a request, telling malformed JSON, an unknown command and a
+/// protocol mismatch apart.
+pub fn decode_request(frame: &[u8]) -> Result<RequestFrame, FrameError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(frame).map_err(|err| FrameError::Malformed {
+            id: None,
+            reason: format!("not valid JSON ({err})"),
+        })?;
+    let Some(object) = value.as_object() else {
+        return Err(FrameError::Malformed {
+            id: None,
+            reason: "expected a JSON object".to_owned(),
+        });
+    };
+    let id = object.get("id").and_then(serde_json::Value::as_u64);
+
+    match object.get("protocol").and_then(serde_json::Value::as_u64) {
+        Some(version) if version == u64::from(PROTOCOL_VERSION) => {}
+        Some(version) => {
+            return Err(FrameError::ProtocolMismatch {
+                id,
+                client: u32::try_from(version).unwrap_or(u32::MAX),
+            })
+        }
+        None => {
+            return Err(FrameError::Malformed {
+                id,
+                reason: "missing integer field 'protocol'".to_owned(),
+            })
+        }
+    }
+    match object.get("command").and_then(serde_json::Value::as_str) {
+        Some(command) if !COMMAND_NAMES.contains(&command) => {
+            return Err(FrameError::UnknownCommand {
+                id,
+                command: command.chars().take(64).collect(),
+            })
+        }
+        Some(_) => {}
+        None => {
+            return Err(FrameError::Malformed {
+                id,
+                reason: "missing string field 'command'".to_owned(),
+            })
+        }
+    }
+    serde_json::from_value(value).map_err(|err| FrameError::Malformed {
+        id,
+        reason: err.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::*;
+
+    fn frames(framer: &mut LineFramer) -> Vec<Result<Vec<u8>, FrameError>> {
+        std::iter::from_fn(|| framer.next_frame()).collect()
+    }
+
+    #[test]
+    fn framer_joins_split_reads() {
+        let mut framer = LineFramer::new();
+        framer.push(b"{\"a\":");
+        assert!(framer.next_frame().is_none());
+        framer.push(b"1}\n{\"b\":2}\n{\"c\"");
+        let got = frames(&mut framer);
+        assert_eq!(
+            got,
+            vec![Ok(b"{\"a\":1}".to_vec()), Ok(b"{\"b\":2}".to_vec())]
+        );
+        assert!(framer.finish().is_err());
+    }
+
+    #[test]
+    fn framer_rejects_oversized_line_once_and_recovers() {
+        let mut framer = LineFramer::new();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut errors = 0;
+        for _ in 0..40 {
+            framer.push(&chunk);
+            for frame in frames(&mut framer) {
+                assert!(matches!(frame, Err(FrameError::TooLarge { .. })));
+                errors += 1;
+            }
+        }
+        assert!(framer.buffer.len() < MAX_FRAME_BYTES);
+        framer.push(b"tail\n{\"ok\":true}\n");
+        let got = frames(&mut framer);
+        assert_eq!(errors, 1);
+        assert_eq!(got, vec![Ok(b"{\"ok\":true}".to_vec())]);
+        assert!(framer.finish().is_ok());
+    }
+
+    #[test]
+    fn framer_rejects_exact_limit_line() {
+        let mut framer = LineFramer::new();
+        let mut line = vec![b'x'; MAX_FRAME_BYTES - 1];
+        line.push(b'\n');
+        framer.push(&line);
+        assert_eq!(
+            frames(&mut framer),
+            vec![Ok(vec![b'x'; MAX_FRAME_BYTES - 1])]
+        );
+
+        let mut framer = LineFramer::new();
+        let mut line = vec![b'x'; MAX_FRAME_BYTES];
+        line.push(b'\n');
+        framer.push(&line);
+        let got = frames(&mut framer);
+        assert_eq!(got.len(), 1);
+        assert!(matches!(got[0], Err(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn decode_distinguishes_errors() {
+        assert!(matches!(
+            decode_request(b"not json"),
+            Err(FrameError::Malformed { id: None, .. })
+        ));
+        assert!(matches!(
+            decode_request(b"[1,2]"),
+            Err(FrameError::Malformed { .. })
+        ));
+        assert!(matches!(
+            decode_request(br#"{"protocol":1,"id":7,"command":"explode"}"#),
+            Err(FrameError::UnknownCommand { id: Some(7), .. })
+        ));
+        assert!(matches!(
+            decode_request(br#"{"protocol":99,"id":8,"command":"status"}"#),
+            Err(FrameError::ProtocolMismatch {
+                id: Some(8),
+                client: 99
+            })
+        ));
+        assert!(matches!(
+            decode_request(br#"{"id":9,"command":"status"}"#),
+            Err(FrameError::Malformed { id: Some(9), .. })
+        ));
+        assert!(matches!(
+            decode_request(br#"{"protocol":1,"id":3,"command":"stats","since_unix_ms":"x"}"#),
+            Err(FrameError::Malformed { id: Some(3), .. })
+        ));
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let requests = [
+            Request::Status,
+            Request::Stats(StatsQuery {
+                since_unix_ms: Some(5),
+                until_unix_ms: None,
+            }),
+            Request::CacheStats,
+            Request::CacheClear,
+            Request::Config,
+            Request::Shutdown,
+        ];
+        assert_eq!(requests.len(), COMMAND_NAMES.len());
+        for (id, request) in requests.into_iter().enumerate() {
+            let frame = RequestFrame::new(id as u64, request);
+            let bytes = encode_frame(&frame);
+            assert_eq!(bytes.last(), Some(&b'\n'));
+            let decoded = decode_request(&bytes[..bytes.len() - 1]).unwrap();
+            assert_eq!(decoded, frame);
+        }
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        let responses = [
+            Response::Status(StatusReply {
+                version: "0.1.0".into(),
+                protocol: 1,
+                pid: 42,
+                uptime_secs: 3,
+                listen_addr: "127.0.0.1:8000".into(),
+                data_dir: "/tmp/cco".into(),
+                cache_enabled: true,
+                cache_entries: 2,
+                cache_bytes: 300,
+                requests_served: 9,
+            }),
+            Response::Stats(StatsReply {
+                since_unix_ms: Some(1),
+                until_unix_ms: Some(2),
+                total: UsageTotals {
+                    requests: 3,
+                    cache_hits: 1,
+                    errors: 0,
+                    unpriced_requests: 1,
+                    tokens: TokenCounts {
+                        input: 10,
+                        output: 20,
+                        cache_write_5m: 30,
+                        cache_write_1h: 40,
+                        cache_read: 50,
+                    },
+                    cost_nano_usd: 123,
+                    saved_nano_usd: 45,
+                },
+                by_model: vec![ModelTotals {
+                    model: "claude-sonnet-4-5".into(),
+                    priced: true,
+                    totals: UsageTotals::default(),
+                }],
+            }),
+            Response::CacheStats(CacheStatsReply::default()),
+            Response::CacheCleared(CacheClearReply {
+                entries: 4,
+                bytes: 400,
+            }),
+            Response::Config(ConfigReply {
+                toml: "port = 8000\n".into(),
+            }),
+            Response::ShuttingDown,
+            Response::Error(FrameError::TooLarge { limit: 10 }.to_reply()),
+        ];
+        for response in responses {
+            let frame = ResponseFrame::new(Some(1), response);
+            let bytes = encode_frame(&frame);
+            let decoded: ResponseFrame = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(decoded, frame);
+        }
+    }
+
+    #[test]
+    fn request_wire_format_is_stable() {
+        let frame = RequestFrame::new(
+            4,
+            Request::Stats(StatsQuery {
+                since_unix_ms: Some(1000),
+                until_unix_ms: None,
+            }),
+        );
+        let text = String::from_utf8(encode_frame(&frame)).unwrap();
+        let expected = format!(
+            "{{\"protocol\":1,\"id\":4,\"client_version\":\"{}\",\"command\":\"stats\",\
+             \"since_unix_ms\":1000,\"until_unix_ms\":null}}\n",
+            crate::CRATE_VERSION
+        );
+        assert_eq!(text, expected);
+    }
+}

@@ -1,0 +1,255 @@
+//! Request and response types of the control protocol.
+//!
+//! Money is carried as integer nano-US-dollars (`1 USD = 1_000_000_000`), so totals add up
+//! exactly; every published per-million-token price with up to three decimals is a whole
+//! number of nano-dollars per token.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CRATE_VERSION, PROTOCOL_VERSION};
+
+/// One request frame as sent by `ccoctl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub protocol: u32,
+    /// Id chosen by the client and echoed in the response.
+    pub id: u64,
+    /// Crate version of the sender, for diagnostics.
+    pub client_version: String,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+impl RequestFrame {
+    /// Wraps `request` with this build's protocol and crate versions.
+    pub fn new(id: u64, request: Request) -> Self {
+        Self {
+            protocol: PROTOCOL_VERSION,
+            id,
+            client_version: CRATE_VERSION.to_owned(),
+            request,
+        }
+    }
+}
+
+/// The commands the daemon accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Version, uptime, listen address and counters.
+    Status,
+    /// Usage and cost totals over a time range.
+    Stats(StatsQuery),
+    /// Size and counters of the response cache.
+    CacheStats,
+    /// Removes every cache entry from memory and disk.
+    CacheClear,
+    /// The effective configuration, credentials redacted.
+    Config,
+    /// Stops the daemon gracefully: in-flight requests finish and analytics are flushed.
+    Shutdown,
+}
+
+/// Every command name that [`Request`] accepts, used to tell an unknown command from a
+/// malformed known one.
+pub const COMMAND_NAMES: &[&str] = &[
+    "status",
+    "stats",
+    "cache_stats",
+    "cache_clear",
+    "config",
+    "shutdown",
+];
+
+/// Time range of a stats request, in milliseconds since the Unix epoch. `None` leaves that
+/// end open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsQuery {
+    #[serde(default)]
+    pub since_unix_ms: Option<u64>,
+    #[serde(default)]
+    pub until_unix_ms: Option<u64>,
+}
+
+/// One response frame as sent by `ccod`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// [`PROTOCOL_VERSION`] of the daemon.
+    pub protocol: u32,
+    /// Id of the request this answers; `None` when the request was too malformed to carry one.
+    pub id: Option<u64>,
+    /// Crate version of the daemon, for diagnostics.
+    pub server_version: String,
+    pub response: Response,
+}
+
+impl ResponseFrame {
+    /// Wraps `response` with this build's protocol and crate versions.
+    pub fn new(id: Option<u64>, response: Response) -> Self {
+        Self {
+            protocol: PROTOCOL_VERSION,
+            id,
+            server_version: CRATE_VERSION.to_owned(),
+            response,
+        }
+    }
+}
+
+/// The daemon's answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(StatusReply),
+    Stats(StatsReply),
+    CacheStats(CacheStatsReply),
+    CacheCleared(CacheClearReply),
+    Config(ConfigReply),
+    ShuttingDown,
+    Error(ErrorReply),
+}
+
+/// Reply to [`Request::Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub version: String,
+    pub protocol: u32,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    /// Address the HTTP proxy listens on, such as `127.0.0.1:8000`.
+    pub listen_addr: String,
+    pub data_dir: String,
+    pub cache_enabled: bool,
+    pub cache_entries: u64,
+    pub cache_bytes: u64,
+    /// Requests answered since start, from the cache or upstream.
+    pub requests_served: u64,
+}
+
+/// Token counts of one class each. `input_tokens` excludes the cache classes, as the
+/// Anthropic `usage` object reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCounts {
+    pub input: u64,
+    pub output: u64,
+    pub cache_write_5m: u64,
+    pub cache_write_1h: u64,
+    pub cache_read: u64,
+}
+
+impl TokenCounts {
+    /// Adds every class of `other` to `self`.
+    pub fn add(&mut self, other: &TokenCounts) {
+        self.input += other.input;
+        self.output += other.output;
+        self.cache_write_5m += other.cache_write_5m;
+        self.cache_write_1h += other.cache_write_1h;
+        self.cache_read += other.cache_read;
+    }
+
+    /// Sum of all classes.
+    pub fn total(&self) -> u64 {
+        self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read
+    }
+}
+
+/// Totals over a set of requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub requests: u64,
+    /// Requests answered from the cache.
+    pub cache_hits: u64,
+    /// Requests whose status was not 2xx, or that failed before a status was sent.
+    pub errors: u64,
+    /// Requests whose model had no price; their tokens are counted, their cost is not.
+    pub unpriced_requests: u64,
+    pub tokens: TokenCounts,
+    /// Cost of the priced requests that went upstream.
+    pub cost_nano_usd: u64,
+    /// Cost that cache hits avoided: the price of the responses they replayed.
+    pub saved_nano_usd: u64,
+}
+
+impl UsageTotals {
+    /// Share of requests answered from the cache, from 0 to 1; 0 when there were none.
+    pub fn hit_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.cache_hits as f64 / self.requests as f64
+        }
+    }
+}
+
+/// Totals of one model, as priced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelTotals {
+    /// The priced model id, or the model as sent when it has no price.
+    pub model: String,
+    /// False when the model is not in the price table.
+    pub priced: bool,
+    pub totals: UsageTotals,
+}
+
+/// Reply to [`Request::Stats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReply {
+    pub since_unix_ms: Option<u64>,
+    pub until_unix_ms: Option<u64>,
+    pub total: UsageTotals,
+    /// One row per model, most expensive first.
+    pub by_model: Vec<ModelTotals>,
+}
+
+/// Reply to [`Request::CacheStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStatsReply {
+    pub enabled: bool,
+    pub entries: u64,
+    pub bytes: u64,
+    pub capacity_bytes: u64,
+    pub ttl_secs: u64,
+    /// Counters since the daemon started.
+    pub hits: u64,
+    pub misses: u64,
+    pub stores: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+}
+
+/// Reply to [`Request::CacheClear`]: what was removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheClearReply {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Reply to [`Request::Config`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReply {
+    /// Effective configuration as TOML, credentials redacted.
+    pub toml: String,
+}
+
+/// A request the daemon could not carry out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// Class of a control-plane error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The frame was not valid UTF-8 JSON of the request shape.
+    MalformedFrame,
+    /// The frame passed [`crate::MAX_FRAME_BYTES`].
+    FrameTooLarge,
+    /// The `command` field named no known command.
+    UnknownCommand,
+    /// The request's `protocol` differs from the daemon's.
+    ProtocolMismatch,
+    /// The daemon failed to carry out a valid request.
+    Internal,
+}
