@@ -1,1 +1,230 @@
+//! `ccod`: a local, long-running proxy for the Anthropic API that caches repeated requests
+//! and prices every response from its token usage.
+//!
+//! [`start`] opens the data directory, starts the actors, binds the HTTP listener and the
+//! control socket, and returns a [`Daemon`]; [`Daemon::wait`] serves until SIGINT, SIGTERM
+//! or `ccoctl shutdown`, then flushes everything to sled. The `ccod` binary is a thin
+//! wrapper around [`run`], and tests boot the daemon in-process the same way.
 
+pub mod analytics;
+pub mod cache;
+pub mod config;
+pub mod control;
+mod fsutil;
+pub mod logging;
+pub mod pricing;
+pub mod proxy;
+pub mod sse;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Arbiter};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use tracing::{error, info, warn};
+
+use analytics::AnalyticsActor;
+use cache::{CacheActor, CacheConfig};
+use config::Config;
+use pricing::PriceTable;
+use proxy::ProxyState;
+
+/// Time in-flight requests get to finish after a stop signal.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Memory sled may use for its page cache. The cache index and analytics live in the
+/// actors, so sled needs little.
+const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A running daemon.
+pub struct Daemon {
+    /// Address the HTTP proxy listens on.
+    pub http_addr: SocketAddr,
+    pub socket_path: PathBuf,
+    server: actix_web::dev::Server,
+    analytics: Addr<AnalyticsActor>,
+    cache: Option<Addr<CacheActor>>,
+    db: sled::Db,
+    control: actix_rt::task::JoinHandle<()>,
+    arbiters: Vec<Arbiter>,
+}
+
+/// Runs the daemon until it is told to stop.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    start(config).await?.wait().await
+}
+
+/// Starts every part of the daemon and returns once the listeners are bound.
+pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+    let started = Instant::now();
+    let config = Arc::new(config);
+    fsutil::create_private_dir(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let db_path = config.data_dir.join("db");
+    let db = sled::Config::new()
+        .path(&db_path)
+        .cache_capacity(SLED_CACHE_BYTES)
+        .flush_every_ms(Some(500))
+        .open()
+        .with_context(|| {
+            format!(
+                "cannot open the database {}: is another ccod using this data directory? \
+                 pass another --data-dir",
+                db_path.display()
+            )
+        })?;
+
+    let mut arbiters = Vec::new();
+    let analytics_tree = db.open_tree("records").context("cannot open the analytics tree")?;
+    let analytics_actor = AnalyticsActor::new(analytics_tree, config.analytics_flush_interval)
+        .context("cannot read the analytics store")?;
+    let arbiter = Arbiter::new();
+    let analytics = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| analytics_actor);
+    arbiters.push(arbiter);
+
+    let cache = if config.cache_enabled {
+        let tree = db.open_tree("cache").context("cannot open the cache tree")?;
+        let cache_config = CacheConfig {
+            capacity_bytes: config.cache_capacity_bytes(),
+            ttl: config.cache_ttl,
+        };
+        let actor = CacheActor::new(tree, cache_config).context("cannot load the cache")?;
+        let arbiter = Arbiter::new();
+        let addr = CacheActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        arbiters.push(arbiter);
+        Some(addr)
+    } else {
+        None
+    };
+
+    let state = web::Data::new(ProxyState {
+        cache: cache.clone(),
+        analytics: analytics.clone(),
+        prices: Arc::new(PriceTable::embedded()),
+        anthropic_base_url: config.anthropic_base_url.clone(),
+        anthropic_api_key: config.anthropic_api_key.clone(),
+        max_body_bytes: config.max_body_bytes,
+    });
+    let (server, http_addr) = bind_http(&config, state)?;
+
+    let socket = control::bind(&config.socket_path)?;
+    let context = Arc::new(control::ControlContext {
+        analytics: analytics.clone(),
+        cache: cache.clone(),
+        config: config.clone(),
+        started,
+        listen_addr: http_addr.to_string(),
+        server: server.handle(),
+    });
+    let control = actix_rt::spawn(control::serve(socket, context));
+
+    info!(actor = "proxy", addr = %http_addr, upstream = %config.anthropic_base_url,
+        cache = config.cache_enabled, "listening");
+    Ok(Daemon {
+        http_addr,
+        socket_path: config.socket_path.clone(),
+        server,
+        analytics,
+        cache,
+        db,
+        control,
+        arbiters,
+    })
+}
+
+fn bind_http(
+    config: &Config,
+    state: web::Data<ProxyState>,
+) -> anyhow::Result<(actix_web::dev::Server, SocketAddr)> {
+    let tls = Arc::new(proxy::upstream_tls_config());
+    let connect_timeout = config.connect_timeout;
+    let upstream_timeout = config.upstream_timeout;
+    let workers = std::thread::available_parallelism().map_or(2, |count| count.get());
+    let upstream_connections = config.max_connections;
+    let server = HttpServer::new(move || {
+        let connector = awc::Connector::new()
+            .rustls_0_23(tls.clone())
+            .timeout(connect_timeout)
+            .limit(upstream_connections);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(upstream_timeout)
+            .disable_redirects()
+            .no_default_headers()
+            .finish();
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::Data::new(client))
+            .default_service(web::to(proxy::handle))
+    })
+    .workers(workers)
+    // actix-web counts connections per worker thread.
+    .max_connections(config.max_connections.div_ceil(workers))
+    .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
+    .bind((config.host.as_str(), config.port))
+    .with_context(|| {
+        format!(
+            "cannot listen on {}:{}: pass a free --port or another --host",
+            config.host, config.port
+        )
+    })?;
+    let http_addr = *server
+        .addrs()
+        .first()
+        .context("the HTTP server bound no address")?;
+    if !http_addr.ip().is_loopback() {
+        warn!(actor = "proxy", addr = %http_addr,
+            "listening on a non-loopback address without TLS; bind 127.0.0.1 unless the network is trusted");
+    }
+    Ok((server.run(), http_addr))
+}
+
+impl Daemon {
+    /// A handle that stops the HTTP server, as a signal or `ccoctl shutdown` does.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the HTTP server stops, then writes every buffered record and cache
+    /// entry to disk and removes the control socket.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        info!(actor = "proxy", "stopped accepting requests; flushing");
+        self.control.abort();
+        let _ = self.control.await;
+
+        let mut failed = false;
+        match self.analytics.send(analytics::Flush).await {
+            Ok(Ok(written)) => info!(actor = "analytics", written, "flushed analytics"),
+            Ok(Err(err)) => {
+                error!(actor = "analytics", error = %err, "cannot flush analytics");
+                failed = true;
+            }
+            Err(err) => {
+                error!(actor = "analytics", error = %err, "analytics actor is gone");
+                failed = true;
+            }
+        }
+        if let Some(cache) = &self.cache {
+            if let Ok(Err(err)) = cache.send(cache::Flush).await {
+                error!(actor = "cache", error = %err, "cannot flush the cache");
+                failed = true;
+            }
+        }
+        self.db.flush_async().await.context("cannot flush the database")?;
+        for arbiter in self.arbiters {
+            arbiter.stop();
+            let _ = arbiter.join();
+        }
+        served.context("the HTTP server failed")?;
+        if failed {
+            anyhow::bail!("some data could not be written at shutdown; see the log above");
+        }
+        info!("ccod stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,530 @@
+//! Configuration: command-line flags, `CCO_*` environment variables, `config.toml` and
+//! built-in defaults, merged in that order of precedence into one [`Config`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+/// Upstream used when nothing else is configured.
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+/// Command-line flags of `ccod`. Each flag except `--config` and `--test-config` also reads a
+/// `CCO_*` environment variable and a key of the same name (with `_`) in `config.toml`.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "ccod", version, about = "CCO daemon: a caching, cost-tracking proxy for the Anthropic API")]
+pub struct Args {
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "CCO_HOST")]
+    pub host: Option<String>,
+
+    /// TCP port to listen on; 0 picks a free port [default: 8000]
+    #[arg(long, env = "CCO_PORT")]
+    pub port: Option<u16>,
+
+    /// Configuration file [default: the per-user config directory, such as
+    /// ~/.config/cco/config.toml; a missing default file is not an error]
+    #[arg(long, env = "CCO_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the sled database [default: the per-user data directory, such as
+    /// ~/.local/share/cco]
+    #[arg(long, env = "CCO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Path of the control socket [default: $XDG_RUNTIME_DIR/cco/ccod.sock or the per-user
+    /// cache directory]
+    #[arg(long, env = "CCO_SOCKET")]
+    pub socket: Option<PathBuf>,
+
+    /// Maximum size of the response cache, in megabytes [default: 500]
+    #[arg(long, env = "CCO_CACHE_SIZE", value_name = "MB")]
+    pub cache_size: Option<u64>,
+
+    /// Time a cached response stays valid, in seconds [default: 3600]
+    #[arg(long, env = "CCO_CACHE_TTL", value_name = "SECONDS")]
+    pub cache_ttl: Option<u64>,
+
+    /// Disable the response cache: every request goes upstream
+    #[arg(long, env = "CCO_NO_CACHE", num_args = 0..=1, default_missing_value = "true")]
+    pub no_cache: Option<bool>,
+
+    /// Base URL of the Anthropic API [default: https://api.anthropic.com]
+    #[arg(long, env = "CCO_ANTHROPIC_BASE_URL", value_name = "URL")]
+    pub anthropic_base_url: Option<String>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
+    /// "ccod=debug" [default: info]
+    #[arg(long, env = "CCO_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Write logs to this file (appended) instead of standard error
+    #[arg(long, env = "CCO_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Maximum number of open client connections [default: 1024]
+    #[arg(long, env = "CCO_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Time allowed for the upstream to send its response headers, in seconds [default: 600]
+    #[arg(long, env = "CCO_UPSTREAM_TIMEOUT", value_name = "SECONDS")]
+    pub upstream_timeout: Option<u64>,
+
+    /// Time allowed to connect to the upstream, in seconds [default: 10]
+    #[arg(long, env = "CCO_CONNECT_TIMEOUT", value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+
+    /// Largest request body accepted, in megabytes [default: 32]
+    #[arg(long, env = "CCO_MAX_BODY_SIZE", value_name = "MB")]
+    pub max_body_size: Option<u64>,
+
+    /// Validate the configuration, print it with credentials redacted, and exit
+    #[arg(long)]
+    pub test_config: bool,
+}
+
+/// Keys accepted in `config.toml`. Unknown keys are an error so that a typo is not ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    host: Option<String>,
+    port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    cache_size: Option<u64>,
+    cache_ttl: Option<u64>,
+    no_cache: Option<bool>,
+    anthropic_base_url: Option<String>,
+    log_level: Option<String>,
+    log_file: Option<PathBuf>,
+    max_connections: Option<usize>,
+    upstream_timeout: Option<u64>,
+    connect_timeout: Option<u64>,
+    max_body_size: Option<u64>,
+}
+
+/// A credential. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The credential itself, for the one place that sends it upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    /// The file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub socket_path: PathBuf,
+    pub cache_enabled: bool,
+    pub cache_size_mb: u64,
+    pub cache_ttl: Duration,
+    /// Base URL without a trailing slash.
+    pub anthropic_base_url: String,
+    /// Key sent upstream for clients that send none, from `ANTHROPIC_API_KEY`.
+    pub anthropic_api_key: Option<Secret>,
+    pub log_level: String,
+    pub log_file: Option<PathBuf>,
+    pub max_connections: usize,
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// Longest time an analytics record waits in memory before it is written to sled.
+    pub analytics_flush_interval: Duration,
+}
+
+/// A configuration that cannot be used, with the value at fault and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass an existing file with --config")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {key} '{value}': {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot find a home directory for the default {what}; set {flag}")]
+    NoHome {
+        what: &'static str,
+        flag: &'static str,
+    },
+}
+
+impl Config {
+    /// Merges flags and environment (already combined in `args` by clap), the config file
+    /// and the defaults, and validates the result.
+    pub fn resolve(args: &Args) -> Result<Config, ConfigError> {
+        let dirs = directories::ProjectDirs::from("", "", "cco");
+        let (file, config_file) = load_file(args.config.as_deref(), dirs.as_ref())?;
+
+        let data_dir = match args.data_dir.clone().or(file.data_dir) {
+            Some(dir) => dir,
+            None => dirs
+                .as_ref()
+                .map(|dirs| dirs.data_dir().to_path_buf())
+                .ok_or(ConfigError::NoHome {
+                    what: "data directory",
+                    flag: "--data-dir",
+                })?,
+        };
+        let socket_path = match args.socket.clone().or(file.socket) {
+            Some(path) => path,
+            None => cco_proto::default_socket_path().ok_or(ConfigError::NoHome {
+                what: "control socket",
+                flag: "--socket",
+            })?,
+        };
+
+        let config = Config {
+            host: args
+                .host
+                .clone()
+                .or(file.host)
+                .unwrap_or_else(|| "127.0.0.1".to_owned()),
+            port: args.port.or(file.port).unwrap_or(8000),
+            config_file,
+            data_dir,
+            socket_path,
+            cache_enabled: !args.no_cache.or(file.no_cache).unwrap_or(false),
+            cache_size_mb: args.cache_size.or(file.cache_size).unwrap_or(500),
+            cache_ttl: Duration::from_secs(args.cache_ttl.or(file.cache_ttl).unwrap_or(3600)),
+            anthropic_base_url: normalize_base_url(
+                args.anthropic_base_url
+                    .clone()
+                    .or(file.anthropic_base_url)
+                    .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.to_owned()),
+            )?,
+            anthropic_api_key: std::env::var("ANTHROPIC_API_KEY")
+                .ok()
+                .filter(|key| !key.is_empty())
+                .map(Secret::new),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_owned()),
+            log_file: args.log_file.clone().or(file.log_file),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1024),
+            upstream_timeout: Duration::from_secs(
+                args.upstream_timeout.or(file.upstream_timeout).unwrap_or(600),
+            ),
+            connect_timeout: Duration::from_secs(
+                args.connect_timeout.or(file.connect_timeout).unwrap_or(10),
+            ),
+            max_body_bytes: mb_to_bytes(args.max_body_size.or(file.max_body_size).unwrap_or(32)),
+            analytics_flush_interval: Duration::from_millis(500),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cache_enabled && self.cache_size_mb == 0 {
+            return Err(invalid(
+                "cache_size",
+                "0",
+                "must be at least 1 MB; use --no-cache to disable the cache",
+            ));
+        }
+        if self.cache_ttl.is_zero() {
+            return Err(invalid(
+                "cache_ttl",
+                "0",
+                "must be at least 1 second; use --no-cache to disable the cache",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "0", "must be at least 1"));
+        }
+        if self.upstream_timeout.is_zero() {
+            return Err(invalid("upstream_timeout", "0", "must be at least 1 second"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(invalid("connect_timeout", "0", "must be at least 1 second"));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("max_body_size", "0", "must be at least 1 MB"));
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(invalid(
+                "log_level",
+                &self.log_level,
+                &format!("{err}; use error, warn, info, debug or trace"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Capacity of the response cache in bytes.
+    pub fn cache_capacity_bytes(&self) -> u64 {
+        self.cache_size_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// The effective configuration as TOML, in the `config.toml` key names. The API key is
+    /// shown only as whether it is set.
+    pub fn to_redacted_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            host: &'a str,
+            port: u16,
+            config_file: String,
+            data_dir: String,
+            socket: String,
+            no_cache: bool,
+            cache_size: u64,
+            cache_ttl: u64,
+            anthropic_base_url: &'a str,
+            anthropic_api_key: &'a str,
+            log_level: &'a str,
+            log_file: String,
+            max_connections: usize,
+            upstream_timeout: u64,
+            connect_timeout: u64,
+            max_body_size: u64,
+        }
+        let shown = Shown {
+            host: &self.host,
+            port: self.port,
+            config_file: display_optional(self.config_file.as_deref()),
+            data_dir: self.data_dir.display().to_string(),
+            socket: self.socket_path.display().to_string(),
+            no_cache: !self.cache_enabled,
+            cache_size: self.cache_size_mb,
+            cache_ttl: self.cache_ttl.as_secs(),
+            anthropic_base_url: &self.anthropic_base_url,
+            anthropic_api_key: if self.anthropic_api_key.is_some() {
+                "<redacted: set from ANTHROPIC_API_KEY>"
+            } else {
+                "<not set>"
+            },
+            log_level: &self.log_level,
+            log_file: display_optional(self.log_file.as_deref()),
+            max_connections: self.max_connections,
+            upstream_timeout: self.upstream_timeout.as_secs(),
+            connect_timeout: self.connect_timeout.as_secs(),
+            max_body_size: (self.max_body_bytes / (1024 * 1024)) as u64,
+        };
+        toml::to_string(&shown).expect("plain config fields serialize to TOML")
+    }
+}
+
+fn display_optional(path: Option<&Path>) -> String {
+    path.map_or_else(|| "<none>".to_owned(), |path| path.display().to_string())
+}
+
+fn mb_to_bytes(mb: u64) -> usize {
+    usize::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+}
+
+fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Reads the file named by `--config`, which must exist, or else the default file, which
+/// may be missing.
+fn load_file(
+    explicit: Option<&Path>,
+    dirs: Option<&directories::ProjectDirs>,
+) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+    let (path, required) = match explicit {
+        Some(path) => (path.to_path_buf(), true),
+        None => match dirs {
+            Some(dirs) => (dirs.config_dir().join("config.toml"), false),
+            None => return Ok((FileConfig::default(), None)),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if !required && err.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((FileConfig::default(), None))
+        }
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let file = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+        path: path.clone(),
+        message: err.to_string().trim_end().replace('\n', " "),
+    })?;
+    Ok((file, Some(path)))
+}
+
+/// Checks that `url` is an absolute http(s) URL with a host and strips a trailing slash.
+fn normalize_base_url(url: String) -> Result<String, ConfigError> {
+    let reason = "expected an absolute URL such as https://api.anthropic.com";
+    let uri: awc::http::Uri = url
+        .parse()
+        .map_err(|err| invalid("anthropic_base_url", &url, &format!("{err}; {reason}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(invalid(
+                "anthropic_base_url",
+                &url,
+                &format!("the scheme must be http or https; {reason}"),
+            ))
+        }
+    }
+    if uri.host().is_none() {
+        return Err(invalid("anthropic_base_url", &url, reason));
+    }
+    if uri.query().is_some() {
+        return Err(invalid(
+            "anthropic_base_url",
+            &url,
+            "must not contain a query string",
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_with_file(dir: &Path, text: &str) -> Args {
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        Args {
+            config: Some(path),
+            data_dir: Some(dir.join("data")),
+            socket: Some(dir.join("ccod.sock")),
+            ..Args::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply_without_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(&args_with_file(dir.path(), "")).unwrap();
+        assert_eq!(config.host, "127.0.0.1");
+        assert_eq!(config.port, 8000);
+        assert!(config.cache_enabled);
+        assert_eq!(config.cache_size_mb, 500);
+        assert_eq!(config.cache_ttl, Duration::from_secs(3600));
+        assert_eq!(config.anthropic_base_url, DEFAULT_ANTHROPIC_BASE_URL);
+        assert_eq!(config.max_connections, 1024);
+    }
+
+    #[test]
+    fn flag_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = args_with_file(dir.path(), "port = 9000\ncache_ttl = 60\n");
+        args.port = Some(9100);
+        let config = Config::resolve(&args).unwrap();
+        assert_eq!(config.port, 9100);
+        assert_eq!(config.cache_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::resolve(&args_with_file(dir.path(), "prot = 9000\n")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("unknown field `prot`"), "{message}");
+        assert!(message.contains("config.toml"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::resolve(&args_with_file(dir.path(), "port = \"x\"\n")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Args {
+            config: Some(dir.path().join("absent.toml")),
+            ..Args::default()
+        };
+        let err = Config::resolve(&args).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_base_url_names_value() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in ["ftp://example.com", "not a url", "/v1", "http://h/?q=1"] {
+            let mut args = args_with_file(dir.path(), "");
+            args.anthropic_base_url = Some(url.to_owned());
+            let err = Config::resolve(&args).unwrap_err().to_string();
+            assert!(err.contains("anthropic_base_url"), "{err}");
+            assert!(err.contains(url), "{err}");
+        }
+    }
+
+    #[test]
+    fn base_url_loses_trailing_slash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = args_with_file(dir.path(), "");
+        args.anthropic_base_url = Some("http://127.0.0.1:9/".to_owned());
+        let config = Config::resolve(&args).unwrap();
+        assert_eq!(config.anthropic_base_url, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in [
+            "cache_size = 0",
+            "cache_ttl = 0",
+            "max_connections = 0",
+            "upstream_timeout = 0",
+            "max_body_size = 0",
+            "log_level = \"loud[\"",
+        ] {
+            let result = Config::resolve(&args_with_file(dir.path(), text));
+            assert!(result.is_err(), "{text} was accepted");
+        }
+    }
+
+    #[test]
+    fn redacted_toml_hides_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::resolve(&args_with_file(dir.path(), "")).unwrap();
+        config.anthropic_api_key = Some(Secret::new("sk-ant-test-secret"));
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("sk-ant-test-secret"));
+        assert!(shown.contains("anthropic_api_key = \"<redacted"));
+        assert!(shown.contains("port = 8000"));
+        assert_eq!(format!("{:?}", config.anthropic_api_key), "Some(Secret(<redacted>))");
+    }
+}

@@ -1,0 +1,93 @@
+//! One handler per control request. Each turns a request into a [`Response`], asking the
+//! actor that owns the state.
+
+use cco_proto::{
+    CacheStatsReply, ConfigReply, ErrorKind, ErrorReply, Response, StatsQuery, StatusReply,
+    CRATE_VERSION, PROTOCOL_VERSION,
+};
+
+use super::ControlContext;
+use crate::analytics::{GetServed, QueryStats};
+use crate::cache::{Clear, GetStats};
+
+fn internal(what: &str, err: impl std::fmt::Display) -> Response {
+    Response::Error(ErrorReply {
+        kind: ErrorKind::Internal,
+        message: format!("{what} failed: {err}; see the ccod log"),
+    })
+}
+
+async fn cache_stats(ctx: &ControlContext) -> Result<CacheStatsReply, String> {
+    match &ctx.cache {
+        Some(cache) => cache.send(GetStats).await.map_err(|err| err.to_string()),
+        None => Ok(CacheStatsReply {
+            enabled: false,
+            ..CacheStatsReply::default()
+        }),
+    }
+}
+
+pub async fn status(ctx: &ControlContext) -> Response {
+    let served = match ctx.analytics.send(GetServed).await {
+        Ok(served) => served,
+        Err(err) => return internal("reading the request count", err),
+    };
+    let cache = match cache_stats(ctx).await {
+        Ok(cache) => cache,
+        Err(err) => return internal("reading the cache size", err),
+    };
+    Response::Status(StatusReply {
+        version: CRATE_VERSION.to_owned(),
+        protocol: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        uptime_secs: ctx.started.elapsed().as_secs(),
+        listen_addr: ctx.listen_addr.clone(),
+        data_dir: ctx.config.data_dir.display().to_string(),
+        cache_enabled: cache.enabled,
+        cache_entries: cache.entries,
+        cache_bytes: cache.bytes,
+        requests_served: served,
+    })
+}
+
+pub async fn stats(ctx: &ControlContext, query: StatsQuery) -> Response {
+    match ctx.analytics.send(QueryStats(query)).await {
+        Ok(Ok(stats)) => Response::Stats(stats),
+        Ok(Err(err)) => internal("reading analytics", err),
+        Err(err) => internal("reading analytics", err),
+    }
+}
+
+pub async fn cache_stats_reply(ctx: &ControlContext) -> Response {
+    match cache_stats(ctx).await {
+        Ok(stats) => Response::CacheStats(stats),
+        Err(err) => internal("reading cache stats", err),
+    }
+}
+
+pub async fn cache_clear(ctx: &ControlContext) -> Response {
+    let Some(cache) = &ctx.cache else {
+        return Response::Error(ErrorReply {
+            kind: ErrorKind::Internal,
+            message: "the cache is disabled (--no-cache); there is nothing to clear".to_owned(),
+        });
+    };
+    match cache.send(Clear).await {
+        Ok(Ok(cleared)) => Response::CacheCleared(cleared),
+        Ok(Err(err)) => internal("clearing the cache", err),
+        Err(err) => internal("clearing the cache", err),
+    }
+}
+
+pub fn config(ctx: &ControlContext) -> Response {
+    Response::Config(ConfigReply {
+        toml: ctx.config.to_redacted_toml(),
+    })
+}
+
+pub fn shutdown(ctx: &ControlContext) -> Response {
+    let server = ctx.server.clone();
+    // The reply goes out first; the server stops gracefully right after.
+    actix_rt::spawn(async move { server.stop(true).await });
+    Response::ShuttingDown
+}

@@ -1,0 +1,201 @@
+//! The control server: `cco-proto` frames over a local socket, one task per connection.
+//!
+//! Guards: the socket is 0600 in a directory the daemon creates 0700; a peer whose user id
+//! is neither the daemon's nor root is rejected; a frame is checked against
+//! `MAX_FRAME_BYTES` before it is buffered; a silent peer is dropped after
+//! [`IDLE_TIMEOUT`]; every frame, a malformed one included, gets a response.
+
+mod handlers;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use cco_proto::{decode_request, encode_frame, LineFramer, Request, Response, ResponseFrame};
+use interprocess::local_socket::tokio::{prelude::*, Listener, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, info, instrument, warn};
+
+use crate::analytics::AnalyticsActor;
+use crate::cache::CacheActor;
+use crate::config::Config;
+
+/// Time a connection may stay silent before it is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections served at once; further ones wait in the accept queue.
+const MAX_CONNECTIONS: usize = 32;
+
+/// What the handlers need: the actors' addresses and facts about the daemon.
+pub struct ControlContext {
+    pub analytics: Addr<AnalyticsActor>,
+    pub cache: Option<Addr<CacheActor>>,
+    pub config: Arc<Config>,
+    pub started: Instant,
+    pub listen_addr: String,
+    pub server: actix_web::dev::ServerHandle,
+}
+
+/// Why the control socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("another ccod is already listening on {0}; stop it with 'ccoctl shutdown' or pass another --socket")]
+    InUse(PathBuf),
+    #[error("cannot prepare the control socket directory {path}: {source}")]
+    Directory { path: PathBuf, source: io::Error },
+    #[error("cannot listen on the control socket {path}: {source}")]
+    Bind { path: PathBuf, source: io::Error },
+}
+
+/// The bound socket, removed from the file system when dropped.
+pub struct ControlSocket {
+    listener: Listener,
+    path: PathBuf,
+    owner_uid: Option<u32>,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Creates the socket directory (0700) and binds the socket (0600). A socket file left by
+/// a daemon that is gone is replaced; one that still accepts connections is an error.
+pub fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        crate::fsutil::create_private_dir(dir).map_err(|source| ControlError::Directory {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    if path.exists() {
+        let name = path
+            .to_fs_name::<GenericFilePath>()
+            .map_err(|source| bind_error(path, source))?;
+        if <interprocess::local_socket::Stream as interprocess::local_socket::traits::Stream>::connect(name).is_ok() {
+            return Err(ControlError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(|source| bind_error(path, source))?;
+    }
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|source| bind_error(path, source))?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .reclaim_name(false)
+        .create_tokio()
+        .map_err(|source| bind_error(path, source))?;
+    let mut socket = ControlSocket {
+        listener,
+        path: path.to_path_buf(),
+        owner_uid: None,
+    };
+    // From here on, a failure drops `socket`, which removes the file again.
+    socket.owner_uid =
+        crate::fsutil::restrict_file(path).map_err(|source| bind_error(path, source))?;
+    Ok(socket)
+}
+
+fn bind_error(path: &Path, source: io::Error) -> ControlError {
+    ControlError::Bind {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Accepts connections until the daemon stops.
+pub async fn serve(socket: ControlSocket, context: Arc<ControlContext>) {
+    info!(actor = "control", path = %socket.path.display(), "control socket listening");
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match socket.listener.accept().await {
+            Ok(stream) => stream,
+            Err(err) => {
+                warn!(actor = "control", error = %err, "cannot accept a control connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !peer_allowed(&stream, socket.owner_uid) {
+            continue;
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let context = context.clone();
+        actix_rt::spawn(async move {
+            if let Err(err) = connection(stream, &context).await {
+                debug!(actor = "control", error = %err, "control connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Checks that the peer runs as the daemon's user or as root, where the platform reports
+/// the peer's user id.
+fn peer_allowed(stream: &Stream, owner_uid: Option<u32>) -> bool {
+    let Some(owner) = owner_uid else {
+        return true;
+    };
+    match stream.peer_creds().ok().and_then(|creds| creds.euid()) {
+        Some(uid) if uid == owner || uid == 0 => true,
+        Some(uid) => {
+            warn!(actor = "control", peer_uid = uid, daemon_uid = owner,
+                "rejected a control connection from another user");
+            false
+        }
+        None => true,
+    }
+}
+
+#[instrument(skip_all, fields(actor = "control"))]
+async fn connection(stream: Stream, context: &ControlContext) -> io::Result<()> {
+    // `&Stream` reads and writes, so one stream serves both directions.
+    let (mut reader, mut writer) = (&stream, &stream);
+    let mut framer = LineFramer::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(frame) = framer.next_frame() {
+            let reply = match frame.and_then(|line| decode_request(&line)) {
+                Ok(request) => {
+                    let response = dispatch(context, request.request).await;
+                    ResponseFrame::new(Some(request.id), response)
+                }
+                Err(err) => {
+                    debug!(error = %err, "rejected a control frame");
+                    ResponseFrame::new(err.request_id(), Response::Error(err.to_reply()))
+                }
+            };
+            writer.write_all(&encode_frame(&reply)).await?;
+        }
+        let read = match tokio::time::timeout(IDLE_TIMEOUT, reader.read(&mut buffer)).await {
+            Ok(read) => read?,
+            Err(_) => return Ok(()),
+        };
+        if read == 0 {
+            if let Err(err) = framer.finish() {
+                let reply = ResponseFrame::new(None, Response::Error(err.to_reply()));
+                // The peer closed its side; it may still read the reply.
+                let _ = writer.write_all(&encode_frame(&reply)).await;
+            }
+            return Ok(());
+        }
+        framer.push(&buffer[..read]);
+    }
+}
+
+async fn dispatch(context: &ControlContext, request: Request) -> Response {
+    match request {
+        Request::Status => handlers::status(context).await,
+        Request::Stats(query) => handlers::stats(context, query).await,
+        Request::CacheStats => handlers::cache_stats_reply(context).await,
+        Request::CacheClear => handlers::cache_clear(context).await,
+        Request::Config => handlers::config(context),
+        Request::Shutdown => handlers::shutdown(context),
+    }
+}

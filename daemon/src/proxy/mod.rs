@@ -1,0 +1,365 @@
+//! The HTTP proxy: actix-web handlers that forward every request to the Anthropic API.
+//!
+//! Per request: read the body (bounded), build the cache key and ask the `CacheActor`; on a
+//! hit replay the stored bytes, on a miss forward with `awc` and relay the response as it
+//! arrives (see [`relay`]). Handlers hold only `Addr`s of the actors and never wait on disk.
+
+mod headers;
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::Addr;
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use awc::error::{ConnectError, SendRequestError};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record};
+use crate::cache::{CacheActor, CacheKey, CachedResponse, KeyParts, Lookup};
+use crate::config::Secret;
+use crate::pricing::PriceTable;
+use relay::{CacheTarget, Observer, RecordDraft, Relay};
+
+/// Name of the response header that reports what the cache did.
+pub const CACHE_HEADER: &str = "x-cco-cache";
+
+/// Largest response body collected for the cache or for reading usage. Larger responses
+/// are still relayed in full, but not cached.
+const MAX_CAPTURED_BYTES: usize = 64 * 1024 * 1024;
+
+/// State shared by all workers.
+pub struct ProxyState {
+    pub cache: Option<Addr<CacheActor>>,
+    pub analytics: Addr<AnalyticsActor>,
+    pub prices: Arc<PriceTable>,
+    pub anthropic_base_url: String,
+    pub anthropic_api_key: Option<Secret>,
+    pub max_body_bytes: usize,
+}
+
+/// Which Anthropic endpoint a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Messages,
+    CountTokens,
+    Other,
+}
+
+impl Route {
+    fn classify(method: &Method, path: &str) -> Route {
+        match (method, path) {
+            (&Method::POST, "/v1/messages") => Route::Messages,
+            (&Method::POST, "/v1/messages/count_tokens") => Route::CountTokens,
+            _ => Route::Other,
+        }
+    }
+}
+
+/// Builds an error response in the Anthropic format:
+/// `{"type":"error","error":{"type":KIND,"message":MESSAGE}}`.
+pub fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> HttpResponse {
+    let body = serde_json::json!({
+        "type": "error",
+        "error": { "type": kind, "message": message },
+    });
+    HttpResponse::build(status)
+        .insert_header((CACHE_HEADER, "bypass"))
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+/// Handles every request the proxy receives.
+pub async fn handle(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ProxyState>,
+    client: web::Data<awc::Client>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let body = match read_body(&request, payload, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let route = Route::classify(request.method(), request.path());
+    let json: Option<Value> = match route {
+        Route::Messages | Route::CountTokens => serde_json::from_slice(&body).ok(),
+        Route::Other => None,
+    };
+    let field = |name: &str| json.as_ref().and_then(|json| json.get(name));
+    let model_requested = field("model").and_then(Value::as_str).map(str::to_owned);
+    let stream_requested = field("stream").and_then(Value::as_bool).unwrap_or(false);
+
+    let (credential, injected_key) =
+        headers::credential(request.headers(), state.anthropic_api_key.as_ref());
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| request.path().to_owned(), |pq| pq.as_str().to_owned());
+
+    let cache = state.cache.as_ref().filter(|_| {
+        json.is_some() && route != Route::Other && !headers::cache_opt_out(request.headers())
+    });
+    let key = cache.map(|_| {
+        CacheKey::compute(&KeyParts {
+            provider: "anthropic",
+            method: request.method().as_str(),
+            path: &path_and_query,
+            body: &body,
+            anthropic_version: headers::joined(request.headers(), "anthropic-version").as_deref(),
+            anthropic_beta: headers::joined(request.headers(), "anthropic-beta").as_deref(),
+            openai_organization: None,
+            credential_hash: credential.hash,
+        })
+    });
+    let mut draft = RecordDraft {
+        started,
+        time_unix_ms: unix_ms(),
+        method: request.method().as_str().to_owned(),
+        path: request.path().to_owned(),
+        model_requested,
+        stream_requested,
+        credential: credential.short(),
+        cache: if key.is_some() {
+            CacheOutcome::Miss
+        } else {
+            CacheOutcome::Bypass
+        },
+    };
+
+    if let (Some(cache), Some(key)) = (cache, key) {
+        match cache.send(Lookup(key)).await {
+            Ok(Some(hit)) => return replay(&state, draft, hit),
+            Ok(None) => {}
+            Err(err) => {
+                warn!(actor = "proxy", error = %err, "cache lookup failed; forwarding upstream");
+                draft.cache = CacheOutcome::Bypass;
+            }
+        }
+    }
+
+    let upstream = build_upstream_request(&client, &request, &state, &path_and_query, injected_key);
+    let response = match upstream.send_body(body).await {
+        Ok(response) => response,
+        Err(err) => return upstream_failure(&state, draft, &err),
+    };
+
+    let status = response.status();
+    let is_stream = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    let connection_listed = headers::connection_listed(response.headers());
+    let mut builder = HttpResponse::build(status);
+    let mut replay_headers = Vec::new();
+    for (name, value) in response.headers() {
+        if headers::is_connection_specific(name, &connection_listed) {
+            continue;
+        }
+        builder.append_header((name.clone(), value.clone()));
+        if is_replayed_header(name) {
+            if let Ok(text) = value.to_str() {
+                replay_headers.push((name.as_str().to_owned(), text.to_owned()));
+            }
+        }
+    }
+    builder.insert_header((CACHE_HEADER, draft.cache.as_header_value()));
+
+    let target = key
+        .zip(cache)
+        .filter(|_| status.is_success())
+        .map(|(key, cache)| CacheTarget {
+            cache: cache.clone(),
+            key,
+            headers: replay_headers,
+        });
+    let content_length = if is_stream {
+        None
+    } else {
+        response
+            .headers()
+            .get("content-length")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok())
+    };
+    let observer = Observer::new(
+        draft,
+        state.prices.clone(),
+        state.analytics.clone(),
+        status.as_u16(),
+        route == Route::Messages,
+        is_stream,
+        target,
+        MAX_CAPTURED_BYTES,
+    );
+    let relay = Relay::new(response, observer);
+    match content_length {
+        Some(length) => builder.body(SizedStream::new(length, relay)),
+        None => builder.body(BodyStream::new(relay)),
+    }
+}
+
+/// Reads the request body, rejecting one above `limit` with 413 before it is buffered.
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, HttpResponse> {
+    let too_large = || {
+        anthropic_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            &format!(
+                "request body exceeds the proxy limit of {limit} bytes; raise --max-body-size"
+            ),
+        )
+    };
+    let declared = request
+        .headers()
+        .get("content-length")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|err| {
+            anthropic_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("cannot read the request body: {err}"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Builds the upstream request: same method, path, query and end-to-end headers.
+fn build_upstream_request(
+    client: &awc::Client,
+    request: &HttpRequest,
+    state: &ProxyState,
+    path_and_query: &str,
+    injected_key: Option<&Secret>,
+) -> awc::ClientRequest {
+    let url = format!("{}{}", state.anthropic_base_url, path_and_query);
+    let mut upstream = client.request(request.method().clone(), url);
+    let connection_listed = headers::connection_listed(request.headers());
+    for (name, value) in request.headers() {
+        if headers::is_connection_specific(name, &connection_listed) || name == "accept-encoding"
+        {
+            continue;
+        }
+        upstream = upstream.append_header((name.clone(), value.clone()));
+    }
+    // The proxy reads usage from the body, so it asks for an uncompressed one. The client's
+    // own leg is a local connection, where compression saves nothing.
+    upstream = upstream.insert_header(("accept-encoding", "identity"));
+    if let Some(key) = injected_key {
+        match HeaderValue::from_str(key.expose()) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                upstream = upstream.insert_header((HeaderName::from_static("x-api-key"), value));
+            }
+            Err(_) => warn!(
+                actor = "proxy",
+                "ANTHROPIC_API_KEY contains characters not allowed in a header; not sent"
+            ),
+        }
+    }
+    upstream
+}
+
+/// Response headers stored with a cache entry. Rate-limit and retry headers describe the
+/// live account state at the original response and would be stale on a replay.
+fn is_replayed_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    !(name == "date"
+        || name == "retry-after"
+        || name == "set-cookie"
+        || name == CACHE_HEADER
+        || name.starts_with("anthropic-ratelimit-"))
+}
+
+/// Answers a request from a cache entry and records the hit with the cost it saved.
+fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> HttpResponse {
+    draft.cache = CacheOutcome::Hit;
+    let status = StatusCode::from_u16(hit.status).unwrap_or(StatusCode::OK);
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in &hit.headers {
+        builder.append_header((name.as_str(), value.as_str()));
+    }
+    builder.insert_header((CACHE_HEADER, "hit"));
+
+    let ttfb = draft.started.elapsed();
+    let mut record = draft.finish(&state.prices, hit.status, Outcome::Completed, None, ttfb);
+    record.model_response = hit.model.clone();
+    record.model_priced = hit.cost_nano_usd.and(hit.model.clone());
+    record.cost_nano_usd = Some(0);
+    record.saved_nano_usd = hit.cost_nano_usd;
+    state.analytics.do_send(Record(record));
+
+    if hit.is_stream {
+        // No content-length on a stream, as from the upstream.
+        let body = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(hit.body) });
+        builder.body(BodyStream::new(body))
+    } else {
+        builder.body(hit.body)
+    }
+}
+
+/// Answers a request whose upstream could not be reached: 504 for a timeout, 502 for the
+/// rest, with the cause named.
+fn upstream_failure(state: &ProxyState, draft: RecordDraft, err: &SendRequestError) -> HttpResponse {
+    let base = &state.anthropic_base_url;
+    let (status, message) = match err {
+        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("upstream {base} timed out: {err}; raise --upstream-timeout or --connect-timeout if it is slow"),
+        ),
+        SendRequestError::Connect(_) => (
+            StatusCode::BAD_GATEWAY,
+            format!("cannot connect to upstream {base}: {err}; check --anthropic-base-url and the network"),
+        ),
+        _ => (
+            StatusCode::BAD_GATEWAY,
+            format!("upstream {base} failed: {err}"),
+        ),
+    };
+    debug!(actor = "proxy", status = status.as_u16(), error = %err, "upstream request failed");
+    let ttfb = Duration::ZERO;
+    let record = draft.finish(&state.prices, status.as_u16(), Outcome::UpstreamFailed, None, ttfb);
+    state.analytics.do_send(Record(record));
+    anthropic_error(status, "api_error", &message)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// TLS settings for upstream connections: certificates verified against the Mozilla root
+/// store that `webpki-roots` ships, with no way to turn verification off.
+pub fn upstream_tls_config() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}

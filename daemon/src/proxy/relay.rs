@@ -1,0 +1,282 @@
+//! The response relay: passes upstream body chunks to the client as they arrive and watches
+//! them on the way to read usage and to collect a cacheable copy.
+//!
+//! When the body ends, fails or is dropped because the client went away, the observer
+//! sends one analytics record with the usage seen so far and, only for a complete 2xx
+//! response, hands the collected bytes to the cache. Both are `do_send`: the relay never
+//! waits for an actor.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use bytes::{Bytes, BytesMut};
+use cco_proto::TokenCounts;
+use futures_util::Stream;
+use tracing::debug;
+
+use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record, RequestRecord};
+use crate::cache::{CacheActor, CacheKey, CachedResponse, Store};
+use crate::pricing::{self, PriceTable};
+use crate::sse::SseParser;
+use crate::usage::{self, StreamUsage, Usage};
+
+/// The facts about a request known before the upstream answers.
+#[derive(Debug, Clone)]
+pub struct RecordDraft {
+    pub started: Instant,
+    pub time_unix_ms: u64,
+    pub method: String,
+    pub path: String,
+    pub model_requested: Option<String>,
+    pub stream_requested: bool,
+    pub credential: Option<String>,
+    pub cache: CacheOutcome,
+}
+
+impl RecordDraft {
+    /// Completes the record with the response's facts, pricing `usage` with `prices`.
+    pub fn finish(
+        self,
+        prices: &PriceTable,
+        status: u16,
+        outcome: Outcome,
+        usage: Option<Usage>,
+        ttfb: Duration,
+    ) -> RequestRecord {
+        let usage = usage.unwrap_or_default();
+        let model = usage.model.as_deref().or(self.model_requested.as_deref());
+        let (model_priced, cost_nano_usd) = price(prices, model, &usage.tokens);
+        RequestRecord {
+            time_unix_ms: self.time_unix_ms,
+            provider: "anthropic".to_owned(),
+            method: self.method,
+            path: self.path,
+            model_requested: self.model_requested,
+            model_response: usage.model,
+            model_priced,
+            status,
+            outcome,
+            stream: self.stream_requested,
+            cache: self.cache,
+            latency_us: micros(self.started.elapsed()),
+            ttfb_us: micros(ttfb),
+            tokens: usage.tokens,
+            cost_nano_usd,
+            saved_nano_usd: None,
+            credential: self.credential,
+        }
+    }
+}
+
+pub fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Prices `tokens` of `model`. Returns the price row's id and the cost; the cost is `None`
+/// (unpriced) only when tokens were used by a model the table does not know.
+pub fn price(
+    prices: &PriceTable,
+    model: Option<&str>,
+    tokens: &TokenCounts,
+) -> (Option<String>, Option<u64>) {
+    match model.and_then(|model| prices.resolve(model)) {
+        Some(row) => (Some(row.id.clone()), Some(pricing::cost(row, tokens))),
+        None if tokens.total() == 0 => (None, Some(0)),
+        None => (None, None),
+    }
+}
+
+/// Where a complete response is stored, when the request is cacheable.
+pub struct CacheTarget {
+    pub cache: Addr<CacheActor>,
+    pub key: CacheKey,
+    /// Response headers to replay on a hit.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Everything the relay needs to account for the response once it ends.
+pub struct Observer {
+    pub draft: RecordDraft,
+    pub prices: Arc<PriceTable>,
+    pub analytics: Addr<AnalyticsActor>,
+    pub status: u16,
+    /// Time at which the response headers arrived.
+    pub headers_at: Instant,
+    /// Set for `/v1/messages`, whose responses carry usage.
+    pub reads_usage: bool,
+    /// `Some` for an event stream.
+    pub sse: Option<(SseParser, StreamUsage)>,
+    pub cache: Option<CacheTarget>,
+    /// Copy of the body, kept while it fits `capture_limit`.
+    pub captured: BytesMut,
+    pub capture: bool,
+    pub capture_limit: usize,
+    first_byte_at: Option<Instant>,
+}
+
+/// How the upstream body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    UpstreamFailed,
+    ClientGone,
+}
+
+impl Observer {
+    #[allow(clippy::too_many_arguments, reason = "a plain constructor of the relay's state")]
+    pub fn new(
+        draft: RecordDraft,
+        prices: Arc<PriceTable>,
+        analytics: Addr<AnalyticsActor>,
+        status: u16,
+        reads_usage: bool,
+        is_stream: bool,
+        cache: Option<CacheTarget>,
+        capture_limit: usize,
+    ) -> Self {
+        // A JSON body is collected to read its usage even when it is not cached.
+        let capture = cache.is_some() || (reads_usage && !is_stream);
+        Self {
+            draft,
+            prices,
+            analytics,
+            status,
+            headers_at: Instant::now(),
+            reads_usage,
+            sse: is_stream.then(|| (SseParser::new(), StreamUsage::default())),
+            cache,
+            captured: BytesMut::new(),
+            capture,
+            capture_limit,
+            first_byte_at: None,
+        }
+    }
+
+    fn observe(&mut self, chunk: &Bytes) {
+        if self.first_byte_at.is_none() {
+            self.first_byte_at = Some(Instant::now());
+        }
+        if let Some((parser, stream)) = &mut self.sse {
+            if self.reads_usage {
+                parser.feed(chunk, |event| stream.observe(&event));
+            }
+        }
+        if self.capture {
+            if self.captured.len() + chunk.len() > self.capture_limit {
+                // Too large to cache or to parse; the stream goes on uncollected.
+                self.capture = false;
+                self.captured = BytesMut::new();
+            } else {
+                self.captured.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    fn finish(self, end: End) {
+        let success = (200..300).contains(&self.status);
+        let (usage, cacheable) = match &self.sse {
+            Some((parser, stream)) => {
+                let usage = stream.saw_usage.then(|| stream.usage.clone());
+                let complete = stream.saw_stop && !stream.saw_error && !parser.overflowed();
+                (usage, complete)
+            }
+            None if self.reads_usage && self.capture && end == End::Complete => {
+                let usage = usage::from_message_body(&self.captured);
+                let parsed = usage.is_some();
+                (usage, parsed)
+            }
+            None => (None, end == End::Complete),
+        };
+        let outcome = match end {
+            End::Complete => Outcome::Completed,
+            End::UpstreamFailed => Outcome::UpstreamFailed,
+            End::ClientGone => Outcome::ClientDisconnected,
+        };
+        let ttfb = self.first_byte_at.unwrap_or(self.headers_at) - self.draft.started;
+        let record = self
+            .draft
+            .finish(&self.prices, self.status, outcome, usage, ttfb);
+        debug!(actor = "proxy", method = %record.method, path = %record.path,
+            status = record.status, outcome = ?record.outcome, cache = ?record.cache,
+            latency_us = record.latency_us, "request finished");
+
+        if let Some(target) = self.cache {
+            if success && end == End::Complete && cacheable && self.capture {
+                target.cache.do_send(Store {
+                    key: target.key,
+                    response: CachedResponse {
+                        status: self.status,
+                        headers: target.headers,
+                        body: self.captured.freeze(),
+                        is_stream: self.sse.is_some(),
+                        model: record.model_priced.clone().or(record.model_response.clone()),
+                        tokens: record.tokens,
+                        cost_nano_usd: record.cost_nano_usd,
+                        created_unix_ms: record.time_unix_ms,
+                    },
+                });
+            }
+        }
+        self.analytics.do_send(Record(record));
+    }
+}
+
+/// The body sent to the client: the upstream body, chunk for chunk.
+pub struct Relay<S> {
+    upstream: S,
+    observer: Option<Observer>,
+}
+
+impl<S> Relay<S> {
+    pub fn new(upstream: S, observer: Observer) -> Self {
+        Self {
+            upstream,
+            observer: Some(observer),
+        }
+    }
+}
+
+impl<S, E> Stream for Relay<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Bytes, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.upstream).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(observer) = &mut this.observer {
+                    observer.observe(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                if let Some(observer) = this.observer.take() {
+                    observer.finish(End::UpstreamFailed);
+                }
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                if let Some(observer) = this.observer.take() {
+                    observer.finish(End::Complete);
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<S> Drop for Relay<S> {
+    fn drop(&mut self) {
+        // Dropped before the end: the client disconnected. Dropping `upstream` with it
+        // closes the upstream connection, which cancels the request there.
+        if let Some(observer) = self.observer.take() {
+            observer.finish(End::ClientGone);
+        }
+    }
+}
