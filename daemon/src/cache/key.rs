@@ -1,0 +1,350 @@
+//! Cache keys: a SHA-256 digest over the parts of a request that decide its response.
+
+use std::fmt;
+use std::io::Write;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Domain-separation prefix hashed before the parts, so a change of layout can bump it and
+/// never collide with keys of the old layout.
+const KEY_DOMAIN: &[u8] = b"cco-cache-key-v1\0";
+
+/// Tag hashed before a body that parsed as JSON and was canonicalized.
+const BODY_JSON: u8 = b'j';
+/// Tag hashed before a body that is not JSON and was hashed as sent.
+const BODY_RAW: u8 = b'r';
+
+/// SHA-256 digest identifying one cacheable request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(pub [u8; 32]);
+
+/// The parts of a request that go into its [`CacheKey`].
+#[derive(Clone, Copy)]
+pub struct KeyParts<'a> {
+    /// Upstream provider, such as `"anthropic"`.
+    pub provider: &'a str,
+    /// HTTP method, such as `"POST"`.
+    pub method: &'a str,
+    /// Request path with its query string, such as `"/v1/messages?beta=true"`.
+    pub path: &'a str,
+    /// Raw request body.
+    pub body: &'a [u8],
+    pub anthropic_version: Option<&'a str>,
+    pub anthropic_beta: Option<&'a str>,
+    pub openai_organization: Option<&'a str>,
+    /// SHA-256 of the credential, or all zeros when the request carries none.
+    pub credential_hash: [u8; 32],
+}
+
+impl CacheKey {
+    /// Hashes every part of `parts`, each length-prefixed so that no two different sets of
+    /// parts produce the same byte stream.
+    ///
+    /// A body that parses as JSON is hashed in canonical form (object keys sorted, no
+    /// whitespace), so key order and formatting do not change the key. Any other body is
+    /// hashed byte for byte.
+    pub fn compute(parts: &KeyParts) -> CacheKey {
+        let mut hasher = Sha256::new();
+        hasher.update(KEY_DOMAIN);
+        hash_field(&mut hasher, parts.provider.as_bytes());
+        hash_field(&mut hasher, parts.method.as_bytes());
+        hash_field(&mut hasher, parts.path.as_bytes());
+
+        match serde_json::from_slice::<Value>(parts.body) {
+            Ok(value) => {
+                hasher.update([BODY_JSON]);
+                hash_field(&mut hasher, &canonical_json(&value));
+            }
+            Err(_) => {
+                hasher.update([BODY_RAW]);
+                hash_field(&mut hasher, parts.body);
+            }
+        }
+
+        hash_optional_field(&mut hasher, parts.anthropic_version);
+        hash_optional_field(&mut hasher, parts.anthropic_beta);
+        hash_optional_field(&mut hasher, parts.openai_organization);
+        hasher.update(parts.credential_hash);
+        CacheKey(hasher.finalize().into())
+    }
+
+    /// Returns the key as 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+fn hash_field(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_be_bytes());
+    hasher.update(bytes);
+}
+
+/// Hashes a presence byte before the value, so that an absent header and an empty one
+/// differ.
+fn hash_optional_field(hasher: &mut Sha256, value: Option<&str>) {
+    match value {
+        None => hasher.update([0]),
+        Some(value) => {
+            hasher.update([1]);
+            hash_field(hasher, value.as_bytes());
+        }
+    }
+}
+
+/// Serializes `value` with object keys sorted by their UTF-8 bytes and no whitespace.
+///
+/// The key order of `serde_json::Map` depends on whether some crate in the build enables
+/// serde_json's `preserve_order` feature, so objects are sorted here explicitly.
+pub(crate) fn canonical_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_canonical(&mut out, value);
+    out
+}
+
+// Recursion depth is bounded because serde_json 1.x rejects input nested deeper than 128
+// levels while parsing, unless its `unbounded_depth` feature is enabled (it is not here).
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(number) => {
+            write!(out, "{number}").expect("writing to a Vec cannot fail");
+        }
+        Value::String(string) => write_string(out, string),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|(a, _), (b, _)| a.as_bytes().cmp(b.as_bytes()));
+            out.push(b'{');
+            for (index, (name, item)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_string(out, name);
+                out.push(b':');
+                write_canonical(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Writes `string` as a JSON string literal with serde_json's escaping, which is the same
+/// for equal strings whatever escapes the input used.
+fn write_string(out: &mut Vec<u8>, string: &str) {
+    serde_json::to_writer(&mut *out, string).expect("serializing a str to a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(body: &[u8]) -> KeyParts<'_> {
+        KeyParts {
+            provider: "anthropic",
+            method: "POST",
+            path: "/v1/messages",
+            body,
+            anthropic_version: Some("2023-06-01"),
+            anthropic_beta: None,
+            openai_organization: None,
+            credential_hash: [7; 32],
+        }
+    }
+
+    const BODY: &[u8] = br#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+
+    #[test]
+    fn canonical_json_sorts_keys_recursively() {
+        let value: Value =
+            serde_json::from_str(r#" { "b" : [ {"z":1, "a":null} ], "a" : "\u00e9" } "#).unwrap();
+        assert_eq!(
+            String::from_utf8(canonical_json(&value)).unwrap(),
+            r#"{"a":"é","b":[{"a":null,"z":1}]}"#
+        );
+    }
+
+    #[test]
+    fn key_ignores_json_key_order_and_whitespace() {
+        let reordered = br#"{
+            "messages": [ { "content": "hi", "role": "user" } ],
+            "max_tokens": 64,
+            "model": "claude-sonnet-4-5"
+        }"#;
+        assert_eq!(
+            CacheKey::compute(&parts(BODY)),
+            CacheKey::compute(&parts(reordered))
+        );
+    }
+
+    #[test]
+    fn key_ignores_string_escapes() {
+        let escaped = br#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"\u0068i"}]}"#;
+        assert_eq!(
+            CacheKey::compute(&parts(BODY)),
+            CacheKey::compute(&parts(escaped))
+        );
+    }
+
+    #[test]
+    fn key_keeps_array_order() {
+        let a = br#"{"stop_sequences":["x","y"]}"#;
+        let b = br#"{"stop_sequences":["y","x"]}"#;
+        assert_ne!(CacheKey::compute(&parts(a)), CacheKey::compute(&parts(b)));
+    }
+
+    #[test]
+    fn key_differs_per_body_field() {
+        let base = CacheKey::compute(&parts(BODY));
+        let changed_bodies: [&[u8]; 4] = [
+            br#"{"model":"claude-opus-4-1","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#,
+            br#"{"model":"claude-sonnet-4-5","max_tokens":65,"messages":[{"role":"user","content":"hi"}]}"#,
+            br#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"ho"}]}"#,
+            br#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}],"temperature":0}"#,
+        ];
+        for body in changed_bodies {
+            assert_ne!(
+                CacheKey::compute(&parts(body)),
+                base,
+                "body {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn key_differs_per_request_part() {
+        let base = CacheKey::compute(&parts(BODY));
+        let variants: Vec<(&str, KeyParts)> = vec![
+            (
+                "provider",
+                KeyParts {
+                    provider: "openai",
+                    ..parts(BODY)
+                },
+            ),
+            (
+                "method",
+                KeyParts {
+                    method: "PUT",
+                    ..parts(BODY)
+                },
+            ),
+            (
+                "path",
+                KeyParts {
+                    path: "/v1/messages?beta=true",
+                    ..parts(BODY)
+                },
+            ),
+            (
+                "anthropic_version absent",
+                KeyParts {
+                    anthropic_version: None,
+                    ..parts(BODY)
+                },
+            ),
+            (
+                "anthropic_version value",
+                KeyParts {
+                    anthropic_version: Some("2024-01-01"),
+                    ..parts(BODY)
+                },
+            ),
+            (
+                "anthropic_beta",
+                KeyParts {
+                    anthropic_beta: Some("prompt-caching-2024-07-31"),
+                    ..parts(BODY)
+                },
+            ),
+            (
+                "anthropic_beta empty",
+                KeyParts {
+                    anthropic_beta: Some(""),
+                    ..parts(BODY)
+                },
+            ),
+            (
+                "openai_organization",
+                KeyParts {
+                    openai_organization: Some("org-1"),
+                    ..parts(BODY)
+                },
+            ),
+            (
+                "credential_hash",
+                KeyParts {
+                    credential_hash: [0; 32],
+                    ..parts(BODY)
+                },
+            ),
+        ];
+        for (name, variant) in variants {
+            assert_ne!(CacheKey::compute(&variant), base, "changed part: {name}");
+        }
+    }
+
+    #[test]
+    fn key_length_prefix_separates_parts() {
+        let a = KeyParts {
+            provider: "ab",
+            method: "c",
+            ..parts(BODY)
+        };
+        let b = KeyParts {
+            provider: "a",
+            method: "bc",
+            ..parts(BODY)
+        };
+        assert_ne!(CacheKey::compute(&a), CacheKey::compute(&b));
+    }
+
+    #[test]
+    fn key_hashes_non_json_body_raw() {
+        let a = CacheKey::compute(&parts(b"not json {"));
+        let b = CacheKey::compute(&parts(b"not json  {"));
+        let empty = CacheKey::compute(&parts(b""));
+        assert_ne!(a, b);
+        assert_ne!(a, empty);
+    }
+
+    #[test]
+    fn key_is_pinned() {
+        // Keys must stay stable across releases, or an upgrade turns every cached entry
+        // into a miss.
+        assert_eq!(
+            CacheKey::compute(&parts(BODY)).to_hex(),
+            "837f2e123879271cc1d708dbc8ac6585669ba49fa8f978dc578d320adb4b80b2"
+        );
+    }
+
+    #[test]
+    fn key_debug_is_hex() {
+        let key = CacheKey([0xab; 32]);
+        assert_eq!(format!("{key:?}"), format!("CacheKey({})", "ab".repeat(32)));
+    }
+}
