@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::messages::{ErrorKind, ErrorReply, Request, RequestFrame, COMMAND_NAMES};
+use crate::messages::{ErrorKind, ErrorReply, RequestFrame, COMMAND_NAMES};
 use crate::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 
 /// Why a frame could not be turned into a request.
