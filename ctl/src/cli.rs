@@ -31,9 +31,11 @@ Exit codes:
     after_long_help = EXIT_CODES
 )]
 pub struct Cli {
-    /// Path of ccod's control socket. On Windows its file name is used as the name of a
-    /// named pipe [default: ccod.sock in $XDG_RUNTIME_DIR/cco, or in the per-user cache
-    /// directory where there is no runtime directory]
+    /// Path of ccod's control socket [default: ccod.sock in the per-user runtime directory]
+    ///
+    /// The default is ccod.sock in $XDG_RUNTIME_DIR/cco on Linux, or in the per-user cache
+    /// directory where the platform has no runtime directory, as on macOS. On Windows the
+    /// path's file name is used as the name of a named pipe.
     #[arg(long, global = true, env = cco_proto::SOCKET_ENV, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 

@@ -14,10 +14,10 @@ use interprocess::ConnectWaitMode;
 
 use crate::error::CtlError;
 
-/// How long a run waits for the daemon unless `--timeout` says otherwise.
+/// How long a run waits for the daemon when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
-/// Size of each read from the socket; frames longer than this arrive in several reads.
+/// Size of each read from the socket. Longer frames arrive over several reads.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// A connection target: the socket path and the time allowed for one exchange.
@@ -36,10 +36,10 @@ impl Client {
         &self.socket
     }
 
-    /// Connects, sends `request` in one frame and reads the one frame that answers it.
+    /// Connects, sends `request` in one frame and reads the one reply frame.
     ///
     /// An error reply becomes [`CtlError::Daemon`], or [`CtlError::ProtocolMismatch`] when
-    /// its kind is a protocol mismatch, so `Ok` always holds a non-error response. The
+    /// its kind is a protocol mismatch, so `Ok` always contains a non-error response. The
     /// whole exchange, connecting included, shares one deadline of the client's timeout.
     pub fn send(&self, request: Request) -> Result<Response, CtlError> {
         let deadline = Instant::now() + self.timeout;
@@ -200,8 +200,8 @@ impl Client {
     }
 }
 
-/// Failures of [`read_frame`], turned into [`CtlError`]s by the caller, which knows the
-/// socket.
+/// Failures of [`read_frame`], turned into [`CtlError`]s by the caller, which adds the
+/// socket path.
 #[derive(Debug)]
 enum ReadError {
     /// The peer closed the connection before sending any byte of a frame.
@@ -238,8 +238,8 @@ fn read_frame<R: Read>(
     }
 }
 
-/// The interprocess name of the socket. On Unix that is the file path. On Windows the
-/// daemon uses the path's file name as the name of a named pipe.
+/// Converts the socket path to an interprocess name: the file path itself on Unix, and on
+/// Windows the path's file name as the name of a named pipe, as the daemon uses it.
 fn socket_name(path: &Path) -> io::Result<Name<'_>> {
     #[cfg(windows)]
     {

@@ -15,7 +15,7 @@ pub const EXIT_NOT_RUNNING: u8 = 3;
 /// Exit code when `ccoctl` and `ccod` speak different protocol versions.
 pub const EXIT_PROTOCOL_MISMATCH: u8 = 4;
 
-/// What the user can do when no daemon answers.
+/// Next steps printed when no daemon listens on the socket.
 const START_HINT: &str = "is it running? start it with 'ccod' or 'systemctl --user start \
                           ccod', or pass --socket PATH if it listens elsewhere";
 
@@ -67,7 +67,7 @@ pub enum CtlError {
     )]
     TruncatedReply { socket: PathBuf, pending: usize },
 
-    /// The reply was not a response frame of this protocol, or answered another request.
+    /// The reply was not a response frame of this protocol, or it replied to another request.
     #[error("invalid reply from ccod at {}: {reason}", socket.display())]
     InvalidReply { socket: PathBuf, reason: String },
 
@@ -108,7 +108,7 @@ impl CtlError {
     }
 }
 
-/// The wire name of an error kind, such as `internal`.
+/// Returns the wire name of an error kind, such as `internal`.
 fn kind_name(kind: ErrorKind) -> String {
     match serde_json::to_value(kind) {
         Ok(serde_json::Value::String(name)) => name,

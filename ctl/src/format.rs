@@ -39,7 +39,7 @@ pub fn format_percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
 }
 
-/// Formats a byte count in binary units with one decimal, such as `1.5 MiB`; counts below
+/// Formats a byte count in binary units with one decimal, such as `1.5 MiB`. Counts below
 /// 1 KiB print exactly.
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

@@ -41,8 +41,8 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
     }
 }
 
-/// The socket from `--socket` or `CCO_SOCKET`, an empty value counting as unset, or else
-/// the default path that ccod uses.
+/// Picks the socket from `--socket` or `CCO_SOCKET`, an empty value counting as unset, or
+/// else the default path that ccod uses.
 fn resolve_socket(flag: Option<PathBuf>) -> Result<PathBuf, CtlError> {
     flag.filter(|path| !path.as_os_str().is_empty())
         .or_else(cco_proto::default_socket_path)

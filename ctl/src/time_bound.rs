@@ -221,9 +221,10 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     }
 }
 
-/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar. The year is shifted
-/// to start in March, so the leap day falls at the end and the month lengths follow a
-/// fixed five-month pattern; 400-year eras of 146,097 days repeat exactly.
+/// Counts the days from 1970-01-01 to a date of the proleptic Gregorian calendar. The year
+/// is shifted to start in March, so the leap day falls at its end and the month lengths
+/// from March on repeat in five-month runs of 153 days. Eras of 400 years have exactly
+/// 146,097 days each.
 fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     let year = i64::from(year) - i64::from(month <= 2);
     let era = year.div_euclid(400);
@@ -235,7 +236,7 @@ fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// Date `(year, month, day)` of a number of days since 1970-01-01; the inverse of
+/// Converts days since 1970-01-01 to `(year, month, day)`, the inverse of
 /// [`days_from_civil`].
 pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let days = days + 719_468;

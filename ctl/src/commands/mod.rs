@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::client::Client;
 use crate::error::CtlError;
 
-/// The error for a well-formed reply of the wrong kind, such as a stats reply to a status
+/// Builds the error for a well-formed reply of the wrong kind, such as a stats reply to a status
 /// request.
 fn unexpected_reply(client: &Client, command: &str, response: &Response) -> CtlError {
     let kind = serde_json::to_value(response)
@@ -27,7 +27,8 @@ fn unexpected_reply(client: &Client, command: &str, response: &Response) -> CtlE
 
 /// Renders a reply as pretty JSON with a final newline, the `--json` output.
 fn to_json<T: Serialize>(reply: &T) -> String {
-    // The proto reply types have string keys only, so serializing them cannot fail.
+    // serde_json fails only on maps with non-string keys and on failing custom Serialize
+    // impls, and the derived proto reply types have neither.
     let mut text = serde_json::to_string_pretty(reply).expect("replies serialize to JSON");
     text.push('\n');
     text

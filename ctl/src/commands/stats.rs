@@ -14,13 +14,18 @@ use crate::time_bound::{now_unix_ms, TimeBound};
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Count requests from this time on: a duration before now (90s, 30m, 24h, 7d, 2w,
-    /// 1h30m), a date (2025-06-01, UTC midnight) or an RFC 3339 timestamp
-    /// (2025-06-01T12:00:00Z) [default: the oldest record]
+    /// Count requests from this time on [default: the oldest record]
+    ///
+    /// WHEN is a duration before now (90s, 30m, 24h, 7d, 2w, or combined as 1h30m), a date
+    /// (2025-06-01, meaning UTC midnight at its start) or an RFC 3339 timestamp
+    /// (2025-06-01T12:00:00Z, 2025-06-01T14:00:00+02:00).
     #[arg(long, value_name = "WHEN")]
     pub since: Option<TimeBound>,
 
-    /// Count requests up to this time, in the same forms as --since [default: now]
+    /// Count requests up to this time [default: now]
+    ///
+    /// WHEN takes the same forms as for --since. A date means UTC midnight at its start, so
+    /// --until 2025-06-02 ends the range as that day begins.
     #[arg(long, value_name = "WHEN")]
     pub until: Option<TimeBound>,
 
@@ -134,7 +139,7 @@ fn format_range(since_unix_ms: Option<u64>, until_unix_ms: Option<u64>) -> Strin
     }
 }
 
-/// One row per model. An unpriced model's cost and savings read `unpriced`, because `$0.00`
+/// Builds one row per model. An unpriced model's cost and savings read `unpriced`, because `$0.00`
 /// would claim its requests were free.
 fn model_table(rows: &[ModelTotals]) -> Table {
     let header = [
