@@ -321,23 +321,28 @@ mod tests {
         assert_eq!(serde_json::to_string(&record).unwrap(), RECORD_FIXTURE);
     }
 
+    /// Starts the actor on its own arbiter, as the daemon does, so that stopping the
+    /// arbiter releases the tree.
+    fn start_on_arbiter(path: &std::path::Path) -> (Addr<AnalyticsActor>, Arbiter) {
+        let db = sled::open(path).unwrap();
+        let actor =
+            AnalyticsActor::new(db.open_tree("records").unwrap(), Duration::from_secs(60)).unwrap();
+        let arbiter = Arbiter::new();
+        let addr = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        (addr, arbiter)
+    }
+
     #[actix::test]
     async fn stats_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let actor = AnalyticsActor::new(db.open_tree("records").unwrap(), Duration::from_secs(60))
-            .unwrap()
-            .start();
+        let (actor, arbiter) = start_on_arbiter(dir.path());
         actor.do_send(Record(record(1000, "claude-haiku-4-5", Some(700), CacheOutcome::Miss)));
         actor.do_send(Record(record(2000, "mystery-model", None, CacheOutcome::Miss)));
         actor.send(Flush).await.unwrap().unwrap();
-        drop(actor);
-        drop(db);
+        arbiter.stop();
+        arbiter.join().unwrap();
 
-        let db = sled::open(dir.path()).unwrap();
-        let actor = AnalyticsActor::new(db.open_tree("records").unwrap(), Duration::from_secs(60))
-            .unwrap()
-            .start();
+        let (actor, _arbiter) = start_on_arbiter(dir.path());
         actor.do_send(Record(record(3000, "claude-haiku-4-5", Some(300), CacheOutcome::Hit)));
         let stats = actor.send(QueryStats(StatsQuery::default())).await.unwrap().unwrap();
         assert_eq!(stats.total.requests, 3);

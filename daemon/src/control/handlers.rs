@@ -73,8 +73,7 @@ pub async fn cache_clear(ctx: &ControlContext) -> Response {
         });
     };
     match cache.send(Clear).await {
-        Ok(Ok(cleared)) => Response::CacheCleared(cleared),
-        Ok(Err(err)) => internal("clearing the cache", err),
+        Ok(cleared) => Response::CacheCleared(cleared),
         Err(err) => internal("clearing the cache", err),
     }
 }
