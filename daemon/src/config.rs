@@ -279,7 +279,9 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_size", "0", "must be at least 1 MB"));
         }
-        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+        if let Err(err) =
+            tracing_subscriber::EnvFilter::try_new(crate::logging::directives(&self.log_level))
+        {
             return Err(invalid(
                 "log_level",
                 &self.log_level,
