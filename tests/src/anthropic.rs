@@ -41,22 +41,42 @@ pub fn usage_with_cache(
 /// Builds a non-streaming Messages API response body with one text block,
 /// `stop_reason` `end_turn` and a fresh id from [`next_message_id`].
 pub fn message_json(model: &str, text: &str, usage: Value) -> Vec<u8> {
-    let message = message_value(&next_message_id(), model, text, "end_turn", usage);
-    to_bytes(&message)
+    message_json_with(&next_message_id(), model, text, "end_turn", &usage)
 }
 
-/// Builds a Messages API `message` object with one text block.
-pub fn message_value(id: &str, model: &str, text: &str, stop_reason: &str, usage: Value) -> Value {
-    json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": stop_reason,
-        "stop_sequence": null,
-        "usage": usage,
-    })
+/// Builds a non-streaming Messages API response body with one text block and
+/// the given id and stop reason.
+pub fn message_json_with(
+    id: &str,
+    model: &str,
+    text: &str,
+    stop_reason: &str,
+    usage: &Value,
+) -> Vec<u8> {
+    let content = format!(
+        "[{}]",
+        object(&[("type", string("text")), ("text", string(text))])
+    );
+    message_object(id, model, content, string(stop_reason), usage).into_bytes()
+}
+
+fn message_object(
+    id: &str,
+    model: &str,
+    content: String,
+    stop_reason: String,
+    usage: &Value,
+) -> String {
+    object(&[
+        ("id", string(id)),
+        ("type", string("message")),
+        ("role", string("assistant")),
+        ("model", string(model)),
+        ("content", content),
+        ("stop_reason", stop_reason),
+        ("stop_sequence", "null".to_string()),
+        ("usage", usage.to_string()),
+    ])
 }
 
 /// Builds a whole streaming response body: the events of [`sse_events`]
@@ -90,8 +110,8 @@ pub fn sse_events(
         model,
         text_pieces,
         "end_turn",
-        start_usage,
-        final_usage,
+        &start_usage,
+        &final_usage,
     )
 }
 
@@ -101,63 +121,74 @@ pub fn stream_events(
     model: &str,
     text_pieces: &[&str],
     stop_reason: &str,
-    start_usage: Value,
-    final_usage: Value,
+    start_usage: &Value,
+    final_usage: &Value,
 ) -> Vec<Vec<u8>> {
-    let start_message = json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [],
-        "stop_reason": null,
-        "stop_sequence": null,
-        "usage": start_usage,
-    });
+    let start_message =
+        message_object(id, model, "[]".to_string(), "null".to_string(), start_usage);
+    let text_block = object(&[("type", string("text")), ("text", string(""))]);
 
     let mut events = vec![
-        sse_event(
+        event_bytes(
             "message_start",
-            &json!({"type": "message_start", "message": start_message}),
+            &object(&[
+                ("type", string("message_start")),
+                ("message", start_message),
+            ]),
         ),
-        sse_event(
+        event_bytes(
             "content_block_start",
-            &json!({
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            }),
+            &object(&[
+                ("type", string("content_block_start")),
+                ("index", "0".to_string()),
+                ("content_block", text_block),
+            ]),
         ),
-        sse_event("ping", &json!({"type": "ping"})),
+        event_bytes("ping", &object(&[("type", string("ping"))])),
     ];
     for piece in text_pieces {
-        events.push(sse_event(
+        let delta = object(&[("type", string("text_delta")), ("text", string(piece))]);
+        events.push(event_bytes(
             "content_block_delta",
-            &json!({
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": piece},
-            }),
+            &object(&[
+                ("type", string("content_block_delta")),
+                ("index", "0".to_string()),
+                ("delta", delta),
+            ]),
         ));
     }
-    events.push(sse_event(
+    events.push(event_bytes(
         "content_block_stop",
-        &json!({"type": "content_block_stop", "index": 0}),
+        &object(&[
+            ("type", string("content_block_stop")),
+            ("index", "0".to_string()),
+        ]),
     ));
-    events.push(sse_event(
+    let message_delta = object(&[
+        ("stop_reason", string(stop_reason)),
+        ("stop_sequence", "null".to_string()),
+    ]);
+    events.push(event_bytes(
         "message_delta",
-        &json!({
-            "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-            "usage": final_usage,
-        }),
+        &object(&[
+            ("type", string("message_delta")),
+            ("delta", message_delta),
+            ("usage", final_usage.to_string()),
+        ]),
     ));
-    events.push(sse_event("message_stop", &json!({"type": "message_stop"})));
+    events.push(event_bytes(
+        "message_stop",
+        &object(&[("type", string("message_stop"))]),
+    ));
     events
 }
 
 /// Formats one server-sent event as `event: NAME\ndata: JSON\n\n`.
 pub fn sse_event(name: &str, data: &Value) -> Vec<u8> {
+    event_bytes(name, &data.to_string())
+}
+
+fn event_bytes(name: &str, data: &str) -> Vec<u8> {
     format!("event: {name}\ndata: {data}\n\n").into_bytes()
 }
 
@@ -170,15 +201,25 @@ pub fn sse_event(name: &str, data: &Value) -> Vec<u8> {
 /// `overloaded_error` (529). The real API also adds a top-level `request_id`,
 /// which this body leaves out.
 pub fn error_json(kind: &str, message: &str) -> Vec<u8> {
-    to_bytes(&error_value(kind, message))
+    let error = object(&[("type", string(kind)), ("message", string(message))]);
+    object(&[("type", string("error")), ("error", error)]).into_bytes()
 }
 
-/// Builds an error object as in [`error_json`].
-pub fn error_value(kind: &str, message: &str) -> Value {
-    json!({
-        "type": "error",
-        "error": {"type": kind, "message": message},
-    })
+/// Writes a JSON object with its fields in the given order. The values are
+/// JSON text already. `serde_json::Value` would sort the keys, but the real
+/// API writes `type` first, and the mock should send bytes shaped like the
+/// real ones.
+fn object(fields: &[(&str, String)]) -> String {
+    let members: Vec<String> = fields
+        .iter()
+        .map(|(key, value)| format!("{}:{value}", string(key)))
+        .collect();
+    format!("{{{}}}", members.join(","))
+}
+
+/// Writes `text` as a JSON string literal.
+fn string(text: &str) -> String {
+    Value::from(text).to_string()
 }
 
 /// Returns the error kind that the API uses for an HTTP status.
@@ -193,10 +234,6 @@ pub fn error_kind_for_status(status: u16) -> &'static str {
         529 => "overloaded_error",
         _ => "api_error",
     }
-}
-
-fn to_bytes(value: &Value) -> Vec<u8> {
-    serde_json::to_vec(value).expect("a serde_json::Value always serializes")
 }
 
 /// Parses a server-sent event stream into `(event name, data)` pairs.

@@ -139,6 +139,11 @@ fn default_stream_event_sequence() {
     for (name, data) in &events {
         assert_eq!(data["type"], name.as_str());
     }
+    // The real API writes `type` as the first field of every event.
+    let text = response.text();
+    for line in text.lines().filter(|line| line.starts_with("data:")) {
+        assert!(line.starts_with(r#"data: {"type":""#), "{line}");
+    }
 
     let start = &events[0].1["message"];
     assert_eq!(start["model"], MODEL);
@@ -280,7 +285,7 @@ fn keep_alive_serves_pipelined_requests() {
 }
 
 #[test]
-fn expect_continue_answered() {
+fn expect_continue_gets_100() {
     let mock = MockUpstream::start();
     let body = br#"{"model":"m","messages":[]}"#;
     let request = format!(

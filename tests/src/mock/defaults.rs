@@ -210,19 +210,19 @@ fn create_message(request: &RecordedRequest, sequence: u64, chunk_delay: Duratio
             &parsed.model,
             &piece_refs,
             stop_reason,
-            anthropic::usage(parsed.input_tokens, 1),
-            json!({"output_tokens": output_tokens}),
+            &anthropic::usage(parsed.input_tokens, 1),
+            &json!({"output_tokens": output_tokens}),
         );
         Reply::sse(events).chunk_delay(chunk_delay)
     } else {
-        let message = anthropic::message_value(
+        let body = anthropic::message_json_with(
             &id,
             &parsed.model,
             &words.join(" "),
             stop_reason,
-            anthropic::usage(parsed.input_tokens, output_tokens),
+            &anthropic::usage(parsed.input_tokens, output_tokens),
         );
-        Reply::json(200, message.to_string())
+        Reply::json(200, body)
     };
     with_rate_limit_headers(reply, sequence, parsed.input_tokens + output_tokens)
 }
@@ -315,8 +315,9 @@ fn rfc3339_utc(time: SystemTime) -> String {
     )
 }
 
-/// Converts days since 1970-01-01 to a proleptic Gregorian date, using
-/// Howard Hinnant's `civil_from_days` algorithm.
+/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month,
+/// day). It counts in 400-year eras whose years start on March 1, so that
+/// the leap day falls at the end of a year.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let shifted = days + 719_468;
     let era = shifted.div_euclid(146_097);
