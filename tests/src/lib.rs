@@ -1,1 +1,12 @@
+//! Test support for CCO: a mock Anthropic upstream, a raw HTTP/1.1 client
+//! and builders for Anthropic response bodies.
 
+pub mod anthropic;
+pub mod client;
+pub mod mock;
+mod wire;
+
+pub use client as http;
+pub use mock::{
+    split_at_offsets, split_every, MockUpstream, MockUpstreamBuilder, RecordedRequest, Reply,
+};
