@@ -146,7 +146,11 @@ impl AnalyticsActor {
             }
             _ => 0,
         };
-        info!(actor = "analytics", records = tree.len(), "opened analytics store");
+        info!(
+            actor = "analytics",
+            records = tree.len(),
+            "opened analytics store"
+        );
         Ok(Self {
             tree,
             buffer: Vec::new(),
@@ -206,7 +210,10 @@ impl AnalyticsActor {
             record.add_to(by_model.entry((record.model_label(), priced)).or_default());
         }
         if undecodable > 0 {
-            warn!(actor = "analytics", undecodable, "skipped undecodable analytics records");
+            warn!(
+                actor = "analytics",
+                undecodable, "skipped undecodable analytics records"
+            );
         }
         let mut rows: Vec<ModelTotals> = by_model
             .into_iter()
@@ -336,15 +343,34 @@ mod tests {
     async fn stats_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (actor, arbiter) = start_on_arbiter(dir.path());
-        actor.do_send(Record(record(1000, "claude-haiku-4-5", Some(700), CacheOutcome::Miss)));
-        actor.do_send(Record(record(2000, "mystery-model", None, CacheOutcome::Miss)));
+        actor.do_send(Record(record(
+            1000,
+            "claude-haiku-4-5",
+            Some(700),
+            CacheOutcome::Miss,
+        )));
+        actor.do_send(Record(record(
+            2000,
+            "mystery-model",
+            None,
+            CacheOutcome::Miss,
+        )));
         actor.send(Flush).await.unwrap().unwrap();
         arbiter.stop();
         arbiter.join().unwrap();
 
         let (actor, _arbiter) = start_on_arbiter(dir.path());
-        actor.do_send(Record(record(3000, "claude-haiku-4-5", Some(300), CacheOutcome::Hit)));
-        let stats = actor.send(QueryStats(StatsQuery::default())).await.unwrap().unwrap();
+        actor.do_send(Record(record(
+            3000,
+            "claude-haiku-4-5",
+            Some(300),
+            CacheOutcome::Hit,
+        )));
+        let stats = actor
+            .send(QueryStats(StatsQuery::default()))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stats.total.requests, 3);
         assert_eq!(stats.total.cache_hits, 1);
         assert_eq!(stats.total.unpriced_requests, 1);

@@ -14,7 +14,11 @@ pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 /// Command-line flags of `ccod`. Each flag except `--config` and `--test-config` also reads a
 /// `CCO_*` environment variable and a key of the same name (with `_`) in `config.toml`.
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "ccod", version, about = "CCO daemon: a caching, cost-tracking proxy for the Anthropic API")]
+#[command(
+    name = "ccod",
+    version,
+    about = "CCO daemon: a caching, cost-tracking proxy for the Anthropic API"
+)]
 pub struct Args {
     /// Address to listen on [default: 127.0.0.1]
     #[arg(long, env = "CCO_HOST")]
@@ -240,7 +244,9 @@ impl Config {
                 .or(file.max_connections)
                 .unwrap_or(1024),
             upstream_timeout: Duration::from_secs(
-                args.upstream_timeout.or(file.upstream_timeout).unwrap_or(600),
+                args.upstream_timeout
+                    .or(file.upstream_timeout)
+                    .unwrap_or(600),
             ),
             connect_timeout: Duration::from_secs(
                 args.connect_timeout.or(file.connect_timeout).unwrap_or(10),
@@ -271,7 +277,11 @@ impl Config {
             return Err(invalid("max_connections", "0", "must be at least 1"));
         }
         if self.upstream_timeout.is_zero() {
-            return Err(invalid("upstream_timeout", "0", "must be at least 1 second"));
+            return Err(invalid(
+                "upstream_timeout",
+                "0",
+                "must be at least 1 second",
+            ));
         }
         if self.connect_timeout.is_zero() {
             return Err(invalid("connect_timeout", "0", "must be at least 1 second"));
@@ -527,6 +537,9 @@ mod tests {
         assert!(!shown.contains("sk-ant-test-secret"));
         assert!(shown.contains("anthropic_api_key = \"<redacted"));
         assert!(shown.contains("port = 8000"));
-        assert_eq!(format!("{:?}", config.anthropic_api_key), "Some(Secret(<redacted>))");
+        assert_eq!(
+            format!("{:?}", config.anthropic_api_key),
+            "Some(Secret(<redacted>))"
+        );
     }
 }

@@ -62,8 +62,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let started = Instant::now();
     let config = Arc::new(config);
-    fsutil::create_private_dir(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    fsutil::create_private_dir(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let db_path = config.data_dir.join("db");
     let db = sled::Config::new()
         .path(&db_path)
@@ -79,7 +83,9 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         })?;
 
     let mut arbiters = Vec::new();
-    let analytics_tree = db.open_tree("records").context("cannot open the analytics tree")?;
+    let analytics_tree = db
+        .open_tree("records")
+        .context("cannot open the analytics tree")?;
     let analytics_actor = AnalyticsActor::new(analytics_tree, config.analytics_flush_interval)
         .context("cannot read the analytics store")?;
     let arbiter = Arbiter::new();
@@ -87,7 +93,9 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     arbiters.push(arbiter);
 
     let cache = if config.cache_enabled {
-        let tree = db.open_tree("cache").context("cannot open the cache tree")?;
+        let tree = db
+            .open_tree("cache")
+            .context("cannot open the cache tree")?;
         let cache_config = CacheConfig {
             capacity_bytes: config.cache_capacity_bytes(),
             ttl: config.cache_ttl,
@@ -215,7 +223,10 @@ impl Daemon {
                 failed = true;
             }
         }
-        self.db.flush_async().await.context("cannot flush the database")?;
+        self.db
+            .flush_async()
+            .await
+            .context("cannot flush the database")?;
         for arbiter in self.arbiters {
             arbiter.stop();
             let _ = arbiter.join();

@@ -12,8 +12,8 @@ use tracing_subscriber::EnvFilter;
 /// file is created 0600 because request paths and model names are the user's business.
 pub fn init(filter: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
     let directives = directives(filter);
-    let filter = EnvFilter::try_new(&directives)
-        .with_context(|| format!("invalid log level '{filter}'"))?;
+    let filter =
+        EnvFilter::try_new(&directives).with_context(|| format!("invalid log level '{filter}'"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
@@ -26,7 +26,10 @@ pub fn init(filter: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
             let file = options
                 .open(path)
                 .with_context(|| format!("cannot open the log file {}", path.display()))?;
-            builder.with_ansi(false).with_writer(Mutex::new(file)).try_init()
+            builder
+                .with_ansi(false)
+                .with_writer(Mutex::new(file))
+                .try_init()
         }
         None => builder
             .with_ansi(std::io::stderr().is_terminal())

@@ -148,7 +148,11 @@ mod tests {
         assert_eq!(whole[2].name, "");
         assert_eq!(whole[2].data, "line one\nline two");
         for piece in 1..8 {
-            assert_eq!(parse_in_pieces(BODY.as_bytes(), piece), whole, "piece {piece}");
+            assert_eq!(
+                parse_in_pieces(BODY.as_bytes(), piece),
+                whole,
+                "piece {piece}"
+            );
         }
     }
 

@@ -26,7 +26,10 @@ pub fn from_message_body(body: &[u8]) -> Option<Usage> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let usage_value = value.get("usage")?;
     let mut usage = Usage {
-        model: value.get("model").and_then(Value::as_str).map(str::to_owned),
+        model: value
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         ..Usage::default()
     };
     apply_usage(&mut usage.tokens, usage_value);
@@ -45,7 +48,9 @@ fn apply_usage(tokens: &mut TokenCounts, usage: &Value) {
     if let Some(read) = field("cache_read_input_tokens") {
         tokens.cache_read = read;
     }
-    let split = usage.get("cache_creation").filter(|split| split.is_object());
+    let split = usage
+        .get("cache_creation")
+        .filter(|split| split.is_object());
     match split {
         Some(split) => {
             let part = |name: &str| split.get(name).and_then(Value::as_u64).unwrap_or(0);
@@ -139,7 +144,8 @@ mod tests {
 
     #[test]
     fn write_without_split_counts_as_5m() {
-        let body = br#"{"usage":{"input_tokens":1,"output_tokens":2,"cache_creation_input_tokens":70}}"#;
+        let body =
+            br#"{"usage":{"input_tokens":1,"output_tokens":2,"cache_creation_input_tokens":70}}"#;
         let usage = from_message_body(body).unwrap();
         assert_eq!(usage.tokens.cache_write_5m, 70);
         assert_eq!(usage.tokens.cache_write_1h, 0);

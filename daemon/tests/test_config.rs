@@ -16,15 +16,25 @@ fn ccod(args: &[&str], dir: &std::path::Path) -> std::process::Output {
 #[test]
 fn test_config_prints_redacted_settings() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.toml"), "port = 9123\ncache_ttl = 60\n").unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "port = 9123\ncache_ttl = 60\n",
+    )
+    .unwrap();
     let output = ccod(&["--test-config", "--cache-ttl", "120"], dir.path());
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("port = 9123"), "{stdout}");
     assert!(stdout.contains("cache_ttl = 120"), "{stdout}");
-    assert!(stdout.contains("anthropic_api_key = \"<redacted"), "{stdout}");
+    assert!(
+        stdout.contains("anthropic_api_key = \"<redacted"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("sk-ant-test-config-secret"), "{stdout}");
-    assert!(!dir.path().join("data").exists(), "--test-config must not create files");
+    assert!(
+        !dir.path().join("data").exists(),
+        "--test-config must not create files"
+    );
 }
 
 #[test]

@@ -17,7 +17,10 @@ const PROCESS_DEADLINE: Duration = Duration::from_secs(20);
 /// Path of a binary built by this workspace, next to the test executable's directory.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let mut dir = exe.parent().expect("test executable directory").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("test executable directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -151,7 +154,10 @@ impl DaemonProcess {
                 }
                 panic!("ccod exited during start-up with {status}: {stderr}");
             }
-            assert!(Instant::now() < deadline, "ccod did not start listening in time");
+            assert!(
+                Instant::now() < deadline,
+                "ccod did not start listening in time"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -169,7 +175,10 @@ impl DaemonProcess {
     /// Stops the daemon with `ccoctl shutdown` and returns its exit code.
     pub fn shutdown(mut self) -> Option<i32> {
         let output = self.ctl(&["shutdown"]);
-        assert!(output.status.success(), "ccoctl shutdown failed: {output:?}");
+        assert!(
+            output.status.success(),
+            "ccoctl shutdown failed: {output:?}"
+        );
         self.wait_exit()
     }
 
@@ -178,7 +187,10 @@ impl DaemonProcess {
     pub fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(status.is_ok_and(|status| status.success()), "kill -TERM failed");
+        assert!(
+            status.is_ok_and(|status| status.success()),
+            "kill -TERM failed"
+        );
         self.wait_exit()
     }
 

@@ -1,8 +1,9 @@
-//! Test support for CCO: a mock Anthropic upstream, a raw HTTP/1.1 client
-//! and builders for Anthropic response bodies.
+//! Test support for CCO: a mock Anthropic upstream, a raw HTTP/1.1 client, builders for
+//! Anthropic response bodies, and a harness that runs the real `ccod` and `ccoctl`.
 
 pub mod anthropic;
 pub mod client;
+pub mod daemon;
 pub mod mock;
 mod wire;
 

@@ -145,8 +145,12 @@ fn peer_allowed(stream: &Stream, owner_uid: Option<u32>) -> bool {
     match stream.peer_creds().ok().and_then(|creds| creds.euid()) {
         Some(uid) if uid == owner || uid == 0 => true,
         Some(uid) => {
-            warn!(actor = "control", peer_uid = uid, daemon_uid = owner,
-                "rejected a control connection from another user");
+            warn!(
+                actor = "control",
+                peer_uid = uid,
+                daemon_uid = owner,
+                "rejected a control connection from another user"
+            );
             false
         }
         None => true,

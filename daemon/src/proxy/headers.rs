@@ -155,10 +155,16 @@ mod tests {
 
     #[test]
     fn connection_tokens_are_listed() {
-        let map = headers(&[("connection", "keep-alive, X-Trace"), ("connection", "close")]);
+        let map = headers(&[
+            ("connection", "keep-alive, X-Trace"),
+            ("connection", "close"),
+        ]);
         let listed = connection_listed(&map);
         assert_eq!(listed, vec!["keep-alive", "x-trace", "close"]);
-        assert!(is_connection_specific(&HeaderName::from_static("x-trace"), &listed));
+        assert!(is_connection_specific(
+            &HeaderName::from_static("x-trace"),
+            &listed
+        ));
         assert!(!is_connection_specific(
             &HeaderName::from_static("anthropic-version"),
             &listed
@@ -167,7 +173,10 @@ mod tests {
 
     #[test]
     fn cache_control_opt_out() {
-        assert!(cache_opt_out(&headers(&[("cache-control", "max-age=0, No-Cache")])));
+        assert!(cache_opt_out(&headers(&[(
+            "cache-control",
+            "max-age=0, No-Cache"
+        )])));
         assert!(cache_opt_out(&headers(&[("cache-control", "no-store")])));
         assert!(!cache_opt_out(&headers(&[("cache-control", "max-age=0")])));
     }

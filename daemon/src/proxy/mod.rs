@@ -258,8 +258,7 @@ fn build_upstream_request(
     let mut upstream = client.request(request.method().clone(), url);
     let connection_listed = headers::connection_listed(request.headers());
     for (name, value) in request.headers() {
-        if headers::is_connection_specific(name, &connection_listed) || name == "accept-encoding"
-        {
+        if headers::is_connection_specific(name, &connection_listed) || name == "accept-encoding" {
             continue;
         }
         upstream = upstream.append_header((name.clone(), value.clone()));
@@ -313,7 +312,8 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
 
     if hit.is_stream {
         // No content-length on a stream, as from the upstream.
-        let body = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(hit.body) });
+        let body =
+            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(hit.body) });
         builder.body(BodyStream::new(body))
     } else {
         builder.body(hit.body)
@@ -322,7 +322,11 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
 
 /// Answers a request whose upstream could not be reached: 504 for a timeout, 502 for the
 /// rest, with the cause named.
-fn upstream_failure(state: &ProxyState, draft: RecordDraft, err: &SendRequestError) -> HttpResponse {
+fn upstream_failure(
+    state: &ProxyState,
+    draft: RecordDraft,
+    err: &SendRequestError,
+) -> HttpResponse {
     let base = &state.anthropic_base_url;
     let (status, message) = match err {
         SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => (
@@ -340,7 +344,13 @@ fn upstream_failure(state: &ProxyState, draft: RecordDraft, err: &SendRequestErr
     };
     debug!(actor = "proxy", status = status.as_u16(), error = %err, "upstream request failed");
     let ttfb = Duration::ZERO;
-    let record = draft.finish(&state.prices, status.as_u16(), Outcome::UpstreamFailed, None, ttfb);
+    let record = draft.finish(
+        &state.prices,
+        status.as_u16(),
+        Outcome::UpstreamFailed,
+        None,
+        ttfb,
+    );
     state.analytics.do_send(Record(record));
     anthropic_error(status, "api_error", &message)
 }
@@ -348,7 +358,9 @@ fn upstream_failure(state: &ProxyState, draft: RecordDraft, err: &SendRequestErr
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// TLS settings for upstream connections: certificates verified against the Mozilla root

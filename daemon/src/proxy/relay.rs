@@ -126,7 +126,10 @@ enum End {
 }
 
 impl Observer {
-    #[allow(clippy::too_many_arguments, reason = "a plain constructor of the relay's state")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a plain constructor of the relay's state"
+    )]
     pub fn new(
         draft: RecordDraft,
         prices: Arc<PriceTable>,
@@ -212,7 +215,10 @@ impl Observer {
                         headers: target.headers,
                         body: self.captured.freeze(),
                         is_stream: self.sse.is_some(),
-                        model: record.model_priced.clone().or(record.model_response.clone()),
+                        model: record
+                            .model_priced
+                            .clone()
+                            .or(record.model_response.clone()),
                         tokens: record.tokens,
                         cost_nano_usd: record.cost_nano_usd,
                         created_unix_ms: record.time_unix_ms,
