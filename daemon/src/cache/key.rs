@@ -45,18 +45,25 @@ impl CacheKey {
     /// whitespace), so key order and formatting do not change the key. Any other body is
     /// hashed byte for byte.
     pub fn compute(parts: &KeyParts) -> CacheKey {
+        let parsed = serde_json::from_slice::<Value>(parts.body).ok();
+        Self::compute_parsed(parts, parsed.as_ref())
+    }
+
+    /// Same as [`CacheKey::compute`] for a caller that has already parsed the body:
+    /// `json` is `parts.body` parsed, or `None` when the body is not JSON.
+    pub fn compute_parsed(parts: &KeyParts, json: Option<&Value>) -> CacheKey {
         let mut hasher = Sha256::new();
         hasher.update(KEY_DOMAIN);
         hash_field(&mut hasher, parts.provider.as_bytes());
         hash_field(&mut hasher, parts.method.as_bytes());
         hash_field(&mut hasher, parts.path.as_bytes());
 
-        match serde_json::from_slice::<Value>(parts.body) {
-            Ok(value) => {
+        match json {
+            Some(value) => {
                 hasher.update([BODY_JSON]);
-                hash_field(&mut hasher, &canonical_json(&value));
+                hash_field(&mut hasher, &canonical_json(value));
             }
-            Err(_) => {
+            None => {
                 hasher.update([BODY_RAW]);
                 hash_field(&mut hasher, parts.body);
             }

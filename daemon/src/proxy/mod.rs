@@ -44,6 +44,35 @@ pub struct ProxyState {
     pub max_body_bytes: usize,
 }
 
+/// The request fields the proxy records. Unknown fields are skipped; `stream` is read
+/// leniently, so a request the upstream will reject still gets recorded.
+#[derive(Debug, Default, serde::Deserialize)]
+struct BodyPeek {
+    #[serde(default, deserialize_with = "string_or_none")]
+    model: Option<String>,
+    #[serde(default, deserialize_with = "bool_or_none")]
+    stream: Option<bool>,
+}
+
+impl BodyPeek {
+    fn from_value(json: &Value) -> Self {
+        Self {
+            model: json.get("model").and_then(Value::as_str).map(str::to_owned),
+            stream: json.get("stream").and_then(Value::as_bool),
+        }
+    }
+}
+
+fn string_or_none<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<String>, D::Error> {
+    let value = <Value as serde::Deserialize>::deserialize(value)?;
+    Ok(value.as_str().map(str::to_owned))
+}
+
+fn bool_or_none<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<bool>, D::Error> {
+    let value = <Value as serde::Deserialize>::deserialize(value)?;
+    Ok(value.as_bool())
+}
+
 /// Which Anthropic endpoint a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -88,13 +117,24 @@ pub async fn handle(
         Err(response) => return response,
     };
     let route = Route::classify(request.method(), request.path());
-    let json: Option<Value> = match route {
-        Route::Messages | Route::CountTokens => serde_json::from_slice(&body).ok(),
-        Route::Other => None,
+    let cache = state
+        .cache
+        .as_ref()
+        .filter(|_| route != Route::Other && !headers::cache_opt_out(request.headers()));
+    // The cache key needs the whole body as JSON; without a cache lookup, only two fields
+    // are read and the rest is scanned without building a tree.
+    let json: Option<Value> = match (route, cache) {
+        (Route::Other, _) | (_, None) => None,
+        (_, Some(_)) => serde_json::from_slice(&body).ok(),
     };
-    let field = |name: &str| json.as_ref().and_then(|json| json.get(name));
-    let model_requested = field("model").and_then(Value::as_str).map(str::to_owned);
-    let stream_requested = field("stream").and_then(Value::as_bool).unwrap_or(false);
+    let peek: Option<BodyPeek> = match (route, &json) {
+        (Route::Other, _) => None,
+        (_, Some(json)) => Some(BodyPeek::from_value(json)),
+        (_, None) => serde_json::from_slice(&body).ok(),
+    };
+    let model_requested = peek.as_ref().and_then(|peek| peek.model.clone());
+    let stream_requested = peek.as_ref().and_then(|peek| peek.stream).unwrap_or(false);
+    let cache = cache.filter(|_| json.is_some());
 
     let (credential, injected_key) =
         headers::credential(request.headers(), state.anthropic_api_key.as_ref());
@@ -103,20 +143,20 @@ pub async fn handle(
         .path_and_query()
         .map_or_else(|| request.path().to_owned(), |pq| pq.as_str().to_owned());
 
-    let cache = state.cache.as_ref().filter(|_| {
-        json.is_some() && route != Route::Other && !headers::cache_opt_out(request.headers())
-    });
+    let version = headers::joined(request.headers(), "anthropic-version");
+    let beta = headers::joined(request.headers(), "anthropic-beta");
     let key = cache.map(|_| {
-        CacheKey::compute(&KeyParts {
+        let parts = KeyParts {
             provider: "anthropic",
             method: request.method().as_str(),
             path: &path_and_query,
             body: &body,
-            anthropic_version: headers::joined(request.headers(), "anthropic-version").as_deref(),
-            anthropic_beta: headers::joined(request.headers(), "anthropic-beta").as_deref(),
+            anthropic_version: version.as_deref(),
+            anthropic_beta: beta.as_deref(),
             openai_organization: None,
             credential_hash: credential.hash,
-        })
+        };
+        CacheKey::compute_parsed(&parts, json.as_ref())
     });
     let mut draft = RecordDraft {
         started,

@@ -1,0 +1,8 @@
+-- wrk script: the same POST /v1/messages every time, so after the first request every
+-- request through ccod is a cache hit.
+wrk.method = "POST"
+wrk.path = "/v1/messages"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.headers["x-api-key"] = "sk-ant-bench-key"
+wrk.body = '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"the same question"}]}'
