@@ -383,6 +383,7 @@ fn upstream_failure(
         ),
     };
     debug!(actor = "proxy", status = status.as_u16(), error = %err, "upstream request failed");
+    let cache_outcome = draft.cache;
     let ttfb = Duration::ZERO;
     let record = draft.finish(
         &state.prices,
@@ -392,7 +393,12 @@ fn upstream_failure(
         ttfb,
     );
     state.analytics.do_send(Record(record));
-    anthropic_error(status, "api_error", &message)
+    let mut response = anthropic_error(status, "api_error", &message);
+    response.headers_mut().insert(
+        HeaderName::from_static(CACHE_HEADER),
+        HeaderValue::from_static(cache_outcome.as_header_value()),
+    );
+    response
 }
 
 fn unix_ms() -> u64 {
