@@ -216,6 +216,7 @@ mod with_fake_daemon {
             cache_hits: 4,
             errors: 1,
             unpriced_requests: 0,
+            rate_limited: 0,
             tokens: TokenCounts {
                 input: 1_000,
                 output: 2_000,
@@ -229,6 +230,7 @@ mod with_fake_daemon {
         let unpriced = UsageTotals {
             requests: 2,
             unpriced_requests: 2,
+            rate_limited: 0,
             tokens: TokenCounts {
                 input: 7,
                 output: 9,

@@ -30,6 +30,8 @@ pub enum Outcome {
     ClientDisconnected,
     /// The upstream could not be reached, timed out, or cut its response.
     UpstreamFailed,
+    /// Refused by the proxy's rate limit; never sent upstream.
+    RateLimited,
 }
 
 /// What the cache did for a request; the value of the `x-cco-cache` header.
@@ -96,6 +98,9 @@ impl RequestRecord {
         totals.requests += 1;
         if self.cache == CacheOutcome::Hit {
             totals.cache_hits += 1;
+        }
+        if self.outcome == Outcome::RateLimited {
+            totals.rate_limited += 1;
         }
         if !(200..300).contains(&self.status) || self.outcome == Outcome::UpstreamFailed {
             totals.errors += 1;

@@ -84,6 +84,19 @@ pub struct Args {
     #[arg(long, env = "CCO_MAX_BODY_SIZE", value_name = "MB")]
     pub max_body_size: Option<u64>,
 
+    /// PEM certificate chain; with --tls-key, the listener serves HTTPS
+    #[arg(long, env = "CCO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "CCO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Time a client gets to send its request headers, and separately its body, in seconds
+    /// [default: 30]
+    #[arg(long, env = "CCO_CLIENT_TIMEOUT", value_name = "SECONDS")]
+    pub client_timeout: Option<u64>,
+
     /// Validate the configuration, print it with credentials redacted, and exit
     #[arg(long)]
     pub test_config: bool,
@@ -107,6 +120,30 @@ struct FileConfig {
     upstream_timeout: Option<u64>,
     connect_timeout: Option<u64>,
     max_body_size: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_timeout: Option<u64>,
+    proxy: Option<ProxySection>,
+    rate_limiting: Option<RateLimitSection>,
+}
+
+/// `[proxy]` in `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxySection {
+    /// `sha256:HEX` digests of the tokens clients must present.
+    #[serde(default)]
+    access_tokens: Vec<String>,
+}
+
+/// `[rate_limiting]` in `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitSection {
+    #[serde(default)]
+    enabled: bool,
+    max_requests_per_minute: Option<u32>,
+    burst_size: Option<u32>,
 }
 
 /// A credential. Its `Debug` and `Display` never show the value.
@@ -160,6 +197,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Longest time an analytics record waits in memory before it is written to sled.
     pub analytics_flush_interval: Duration,
+    /// Certificate and key files; `Some` serves HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub client_timeout: Duration,
+    /// SHA-256 digests of the access tokens; empty means no client authentication.
+    pub access_token_hashes: Vec<[u8; 32]>,
+    pub rate_limit: Option<crate::limits::RateLimitConfig>,
 }
 
 /// A configuration that cannot be used, with the value at fault and the fix.
@@ -253,6 +296,36 @@ impl Config {
             ),
             max_body_bytes: mb_to_bytes(args.max_body_size.or(file.max_body_size).unwrap_or(32)),
             analytics_flush_interval: Duration::from_millis(500),
+            tls: match (
+                args.tls_cert.clone().or(file.tls_cert),
+                args.tls_key.clone().or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                (Some(cert), None) => {
+                    return Err(invalid(
+                        "tls_key",
+                        "",
+                        &format!("missing: tls_cert {} needs a key", cert.display()),
+                    ))
+                }
+                (None, Some(key)) => {
+                    return Err(invalid(
+                        "tls_cert",
+                        "",
+                        &format!("missing: tls_key {} needs a certificate", key.display()),
+                    ))
+                }
+            },
+            client_timeout: Duration::from_secs(
+                args.client_timeout.or(file.client_timeout).unwrap_or(30),
+            ),
+            access_token_hashes: parse_token_hashes(
+                file.proxy
+                    .map(|proxy| proxy.access_tokens)
+                    .unwrap_or_default(),
+            )?,
+            rate_limit: parse_rate_limit(file.rate_limiting)?,
         };
         config.validate()?;
         Ok(config)
@@ -285,6 +358,9 @@ impl Config {
         }
         if self.connect_timeout.is_zero() {
             return Err(invalid("connect_timeout", "0", "must be at least 1 second"));
+        }
+        if self.client_timeout.is_zero() {
+            return Err(invalid("client_timeout", "0", "must be at least 1 second"));
         }
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_size", "0", "must be at least 1 MB"));
@@ -327,6 +403,11 @@ impl Config {
             upstream_timeout: u64,
             connect_timeout: u64,
             max_body_size: u64,
+            tls_cert: String,
+            tls_key: String,
+            client_timeout: u64,
+            access_tokens: String,
+            rate_limiting: String,
         }
         let shown = Shown {
             host: &self.host,
@@ -349,9 +430,67 @@ impl Config {
             upstream_timeout: self.upstream_timeout.as_secs(),
             connect_timeout: self.connect_timeout.as_secs(),
             max_body_size: (self.max_body_bytes / (1024 * 1024)) as u64,
+            tls_cert: display_optional(self.tls.as_ref().map(|(cert, _)| cert.as_path())),
+            tls_key: display_optional(self.tls.as_ref().map(|(_, key)| key.as_path())),
+            client_timeout: self.client_timeout.as_secs(),
+            access_tokens: format!(
+                "{} configured (SHA-256 digests)",
+                self.access_token_hashes.len()
+            ),
+            rate_limiting: match self.rate_limit {
+                Some(limit) => format!(
+                    "{} requests per minute, burst {}",
+                    limit.max_requests_per_minute, limit.burst_size
+                ),
+                None => "off".to_owned(),
+            },
         };
         toml::to_string(&shown).expect("plain config fields serialize to TOML")
     }
+}
+
+/// Reads `[proxy] access_tokens`: each entry is `sha256:` and 64 hex digits, so that the
+/// file never holds a usable token.
+fn parse_token_hashes(entries: Vec<String>) -> Result<Vec<[u8; 32]>, ConfigError> {
+    let advice = "expected 'sha256:' and 64 hex digits; compute it with \
+                  printf %s TOKEN | sha256sum";
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let shown = format!("entry {index}");
+            let hex_digest = entry
+                .strip_prefix("sha256:")
+                .ok_or_else(|| invalid("proxy.access_tokens", &shown, advice))?;
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(hex_digest, &mut digest)
+                .map_err(|_| invalid("proxy.access_tokens", &shown, advice))?;
+            Ok(digest)
+        })
+        .collect()
+}
+
+fn parse_rate_limit(
+    section: Option<RateLimitSection>,
+) -> Result<Option<crate::limits::RateLimitConfig>, ConfigError> {
+    let Some(section) = section.filter(|section| section.enabled) else {
+        return Ok(None);
+    };
+    let per_minute = section.max_requests_per_minute.unwrap_or(60);
+    let max_requests_per_minute = std::num::NonZeroU32::new(per_minute).ok_or_else(|| {
+        invalid(
+            "rate_limiting.max_requests_per_minute",
+            "0",
+            "must be at least 1; set enabled = false to turn rate limiting off",
+        )
+    })?;
+    let burst = section.burst_size.unwrap_or(per_minute.div_ceil(6).max(1));
+    let burst_size = std::num::NonZeroU32::new(burst)
+        .ok_or_else(|| invalid("rate_limiting.burst_size", "0", "must be at least 1"))?;
+    Ok(Some(crate::limits::RateLimitConfig {
+        max_requests_per_minute,
+        burst_size,
+    }))
 }
 
 fn display_optional(path: Option<&Path>) -> String {
@@ -526,6 +665,42 @@ mod tests {
             let result = Config::resolve(&args_with_file(dir.path(), text));
             assert!(result.is_err(), "{text} was accepted");
         }
+    }
+
+    #[test]
+    fn access_tokens_must_be_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = "a".repeat(64);
+        let text = format!("[proxy]\naccess_tokens = [\"sha256:{digest}\"]\n");
+        let config = Config::resolve(&args_with_file(dir.path(), &text)).unwrap();
+        assert_eq!(config.access_token_hashes, vec![[0xaa; 32]]);
+
+        let text = "[proxy]\naccess_tokens = [\"plain-token-value\"]\n";
+        let err = Config::resolve(&args_with_file(dir.path(), text))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sha256sum"), "{err}");
+        assert!(
+            !err.contains("plain-token-value"),
+            "the token leaked: {err}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_section_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[rate_limiting]\nenabled = true\nmax_requests_per_minute = 120\n";
+        let config = Config::resolve(&args_with_file(dir.path(), text)).unwrap();
+        let limit = config.rate_limit.unwrap();
+        assert_eq!(limit.max_requests_per_minute.get(), 120);
+        assert_eq!(limit.burst_size.get(), 20);
+
+        let text = "[rate_limiting]\nenabled = false\nmax_requests_per_minute = 0\n";
+        let config = Config::resolve(&args_with_file(dir.path(), text)).unwrap();
+        assert!(config.rate_limit.is_none());
+
+        let text = "[rate_limiting]\nenabled = true\nmax_requests_per_minute = 0\n";
+        assert!(Config::resolve(&args_with_file(dir.path(), text)).is_err());
     }
 
     #[test]

@@ -11,10 +11,12 @@ pub mod cache;
 pub mod config;
 pub mod control;
 mod fsutil;
+pub mod limits;
 pub mod logging;
 pub mod pricing;
 pub mod proxy;
 pub mod sse;
+pub mod tls;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -116,7 +118,22 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         anthropic_base_url: config.anthropic_base_url.clone(),
         anthropic_api_key: config.anthropic_api_key.clone(),
         max_body_bytes: config.max_body_bytes,
+        client_timeout: config.client_timeout,
+        access_token_hashes: config.access_token_hashes.clone(),
+        rate_limits: config.rate_limit.map(limits::RateLimits::new),
     });
+    if state.rate_limits.is_some() {
+        let state = state.clone();
+        actix_rt::spawn(async move {
+            let mut interval = actix_rt::time::interval(Duration::from_secs(60));
+            loop {
+                interval.tick().await;
+                if let Some(limits) = &state.rate_limits {
+                    limits.forget_idle();
+                }
+            }
+        });
+    }
     let (server, http_addr) = bind_http(&config, state)?;
 
     let socket = control::bind(&config.socket_path)?;
@@ -130,8 +147,8 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     });
     let control = actix_rt::spawn(control::serve(socket, context));
 
-    info!(actor = "proxy", addr = %http_addr, upstream = %config.anthropic_base_url,
-        cache = config.cache_enabled, "listening");
+    info!(actor = "proxy", addr = %http_addr, tls = config.tls.is_some(),
+        upstream = %config.anthropic_base_url, cache = config.cache_enabled, "listening");
     Ok(Daemon {
         http_addr,
         socket_path: config.socket_path.clone(),
@@ -153,6 +170,10 @@ fn bind_http(
     let upstream_timeout = config.upstream_timeout;
     let workers = std::thread::available_parallelism().map_or(2, |count| count.get());
     let upstream_connections = config.max_connections;
+    let listener_tls = match &config.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
     let server = HttpServer::new(move || {
         let connector = awc::Connector::new()
             .rustls_0_23(tls.clone())
@@ -173,8 +194,14 @@ fn bind_http(
     // actix-web counts connections per worker thread.
     .max_connections(config.max_connections.div_ceil(workers))
     .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
-    .bind((config.host.as_str(), config.port))
-    .with_context(|| {
+    .client_request_timeout(config.client_timeout)
+    .client_disconnect_timeout(Duration::from_secs(5));
+    let address = (config.host.as_str(), config.port);
+    let bound = match listener_tls {
+        Some(tls) => server.bind_rustls_0_23(address, tls),
+        None => server.bind(address),
+    };
+    let server = bound.with_context(|| {
         format!(
             "cannot listen on {}:{}: pass a free --port or another --host",
             config.host, config.port
@@ -184,9 +211,10 @@ fn bind_http(
         .addrs()
         .first()
         .context("the HTTP server bound no address")?;
-    if !http_addr.ip().is_loopback() {
+    if !http_addr.ip().is_loopback() && config.tls.is_none() {
         warn!(actor = "proxy", addr = %http_addr,
-            "listening on a non-loopback address without TLS; bind 127.0.0.1 unless the network is trusted");
+            "listening on a non-loopback address without TLS; pass --tls-cert and --tls-key \
+             to serve HTTPS, or bind 127.0.0.1");
     }
     Ok((server.run(), http_addr))
 }

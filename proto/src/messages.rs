@@ -163,6 +163,9 @@ pub struct UsageTotals {
     pub errors: u64,
     /// Requests whose model had no price; their tokens are counted, their cost is not.
     pub unpriced_requests: u64,
+    /// Requests the proxy refused over its rate limit; they never reached the upstream.
+    #[serde(default)]
+    pub rate_limited: u64,
     pub tokens: TokenCounts,
     /// Cost of the priced requests that went upstream.
     pub cost_nano_usd: u64,

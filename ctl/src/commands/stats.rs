@@ -112,6 +112,7 @@ fn render_totals(reply: &StatsReply) -> String {
             ),
         ),
         ("errors", format_count(total.errors)),
+        ("rate limited", format_count(total.rate_limited)),
         ("input tokens", format_count(total.tokens.input)),
         ("output tokens", format_count(total.tokens.output)),
         (
@@ -204,6 +205,7 @@ mod tests {
                 cache_hits: 300,
                 errors: 2,
                 unpriced_requests: 0,
+                rate_limited: 0,
                 tokens: TokenCounts {
                     input: 1_234_567,
                     output: 89_000,
@@ -224,6 +226,7 @@ mod tests {
             totals: UsageTotals {
                 requests: 3,
                 unpriced_requests: 3,
+                rate_limited: 0,
                 tokens: TokenCounts {
                     input: 10,
                     output: 20,
@@ -241,6 +244,7 @@ mod tests {
             total.cache_hits += row.totals.cache_hits;
             total.errors += row.totals.errors;
             total.unpriced_requests += row.totals.unpriced_requests;
+            total.rate_limited += row.totals.rate_limited;
             total.tokens.add(&row.totals.tokens);
             total.cost_nano_usd += row.totals.cost_nano_usd;
             total.saved_nano_usd += row.totals.saved_nano_usd;
@@ -305,6 +309,7 @@ range:                 2024-06-01T00:00:00Z to now
 requests:              1,200
 cache hits:            300 (25.0% hit rate)
 errors:                2
+rate limited:          0
 input tokens:          1,234,567
 output tokens:         89,000
 cache write 5m tokens: 5,000

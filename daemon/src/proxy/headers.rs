@@ -60,6 +60,30 @@ pub fn cache_opt_out(headers: &HeaderMap) -> bool {
         .any(|directive| directive == "no-cache" || directive == "no-store")
 }
 
+/// Checks the proxy access token of a request, from `Proxy-Authorization: Bearer TOKEN` or
+/// the `x-cco-access-token` header, against the configured SHA-256 digests.
+pub fn access_token_valid(headers: &HeaderMap, digests: &[[u8; 32]]) -> bool {
+    let from_proxy_auth = headers.get("proxy-authorization").and_then(|value| {
+        let bytes = value.as_bytes();
+        match bytes.get(..7) {
+            Some(prefix) if prefix.eq_ignore_ascii_case(b"bearer ") => Some(&bytes[7..]),
+            _ => None,
+        }
+    });
+    let token = from_proxy_auth.or_else(|| {
+        headers
+            .get(super::ACCESS_TOKEN_HEADER)
+            .map(|value| value.as_bytes())
+    });
+    match token {
+        Some(token) => {
+            let digest: [u8; 32] = Sha256::digest(token).into();
+            digests.contains(&digest)
+        }
+        None => false,
+    }
+}
+
 /// The credential of a request, identified by its hash only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CredentialId {

@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record};
 use crate::cache::{CacheActor, CacheKey, CachedResponse, KeyParts, Lookup};
 use crate::config::Secret;
+use crate::limits::{RateLimits, Scope};
 use crate::pricing::PriceTable;
 use relay::{CacheTarget, Observer, RecordDraft, Relay};
 
@@ -42,7 +43,16 @@ pub struct ProxyState {
     pub anthropic_base_url: String,
     pub anthropic_api_key: Option<Secret>,
     pub max_body_bytes: usize,
+    /// Time a client gets to send its body.
+    pub client_timeout: Duration,
+    /// SHA-256 digests of the accepted access tokens; empty admits every client.
+    pub access_token_hashes: Vec<[u8; 32]>,
+    pub rate_limits: Option<RateLimits>,
 }
+
+/// Request header that carries the proxy's access token, as an alternative to
+/// `Proxy-Authorization: Bearer TOKEN`. Neither is forwarded upstream.
+pub const ACCESS_TOKEN_HEADER: &str = "x-cco-access-token";
 
 /// The request fields the proxy records. Unknown fields are skipped; `stream` is read
 /// leniently, so a request the upstream will reject still gets recorded.
@@ -112,7 +122,23 @@ pub async fn handle(
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let body = match read_body(&request, payload, state.max_body_bytes).await {
+    if !state.access_token_hashes.is_empty()
+        && !headers::access_token_valid(request.headers(), &state.access_token_hashes)
+    {
+        return anthropic_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "missing or invalid proxy access token: send it as 'Proxy-Authorization: Bearer TOKEN' or 'x-cco-access-token: TOKEN'",
+        );
+    }
+    let body = match read_body(
+        &request,
+        payload,
+        state.max_body_bytes,
+        state.client_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -143,6 +169,22 @@ pub async fn handle(
         .path_and_query()
         .map_or_else(|| request.path().to_owned(), |pq| pq.as_str().to_owned());
 
+    let mut draft = RecordDraft {
+        started,
+        time_unix_ms: unix_ms(),
+        method: request.method().as_str().to_owned(),
+        path: request.path().to_owned(),
+        model_requested,
+        stream_requested,
+        credential: credential.short(),
+        cache: CacheOutcome::Bypass,
+    };
+    if let Some(limits) = &state.rate_limits {
+        if let Err(refusal) = limits.check(&credential.hash) {
+            return rate_limited(&state, draft, refusal);
+        }
+    }
+
     let version = headers::joined(request.headers(), "anthropic-version");
     let beta = headers::joined(request.headers(), "anthropic-beta");
     let key = cache.map(|_| {
@@ -158,20 +200,9 @@ pub async fn handle(
         };
         CacheKey::compute_parsed(&parts, json.as_ref())
     });
-    let mut draft = RecordDraft {
-        started,
-        time_unix_ms: unix_ms(),
-        method: request.method().as_str().to_owned(),
-        path: request.path().to_owned(),
-        model_requested,
-        stream_requested,
-        credential: credential.short(),
-        cache: if key.is_some() {
-            CacheOutcome::Miss
-        } else {
-            CacheOutcome::Bypass
-        },
-    };
+    if key.is_some() {
+        draft.cache = CacheOutcome::Miss;
+    }
 
     if let (Some(cache), Some(key)) = (cache, key) {
         match cache.send(Lookup(key)).await {
@@ -248,6 +279,26 @@ pub async fn handle(
 
 /// Reads the request body, rejecting one above `limit` with 413 before it is buffered.
 async fn read_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, HttpResponse> {
+    match actix_rt::time::timeout(timeout, read_body_unbounded(request, payload, limit)).await {
+        Ok(result) => result,
+        Err(_) => Err(anthropic_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            &format!(
+                "the request body did not arrive within {} s; raise --client-timeout for slow links",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Reads the body without a deadline; [`read_body`] adds one.
+async fn read_body_unbounded(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -358,6 +409,42 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
     } else {
         builder.body(hit.body)
     }
+}
+
+/// Refuses a request over a rate limit with 429 and `retry-after` in whole seconds, and
+/// records the refusal.
+fn rate_limited(
+    state: &ProxyState,
+    draft: RecordDraft,
+    refusal: crate::limits::Refusal,
+) -> HttpResponse {
+    let retry_after = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let scope = match refusal.scope {
+        Scope::Credential => "this credential",
+        Scope::Global => "all clients of this proxy",
+    };
+    let limit = state
+        .rate_limits
+        .as_ref()
+        .map_or(0, |limits| limits.config().max_requests_per_minute.get());
+    let message = format!(
+        "rate limit of {limit} requests per minute for {scope} exceeded; retry in {retry_after} s \
+         or raise [rate_limiting] max_requests_per_minute"
+    );
+    let record = draft.finish(
+        &state.prices,
+        429,
+        Outcome::RateLimited,
+        None,
+        Duration::ZERO,
+    );
+    state.analytics.do_send(Record(record));
+    let mut response = anthropic_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", &message);
+    response.headers_mut().insert(
+        HeaderName::from_static("retry-after"),
+        HeaderValue::from(retry_after),
+    );
+    response
 }
 
 /// Answers a request whose upstream could not be reached: 504 for a timeout, 502 for the
