@@ -19,9 +19,9 @@ pub struct RateLimitConfig {
     pub burst_size: NonZeroU32,
 }
 
-/// Which limit refused a request, and when to try again.
+/// Which limit rejected a request, and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
+pub struct Rejection {
     pub scope: Scope,
     pub retry_after: Duration,
 }
@@ -59,18 +59,18 @@ impl RateLimits {
 
     /// Takes one request from the credential's bucket and then from the global one.
     ///
-    /// NOTE: a request refused by the global bucket has already spent a unit of its
+    /// NOTE: a request rejected by the global bucket has already spent a unit of its
     /// credential's bucket; under a global overload, credentials drain a little faster.
-    pub fn check(&self, credential: &[u8; 32]) -> Result<(), Refusal> {
+    pub fn check(&self, credential: &[u8; 32]) -> Result<(), Rejection> {
         let now = self.clock.now();
         if let Err(not_until) = self.per_credential.check_key(credential) {
-            return Err(Refusal {
+            return Err(Rejection {
                 scope: Scope::Credential,
                 retry_after: not_until.wait_time_from(now),
             });
         }
         if let Err(not_until) = self.global.check() {
-            return Err(Refusal {
+            return Err(Rejection {
                 scope: Scope::Global,
                 retry_after: not_until.wait_time_from(now),
             });
@@ -96,7 +96,7 @@ mod tests {
     }
 
     #[test]
-    fn burst_then_refusal_with_retry_after() {
+    fn burst_then_rejection_with_retry_after() {
         let limits = limits(60, 3);
         let key = [1; 32];
         for attempt in 0..3 {
@@ -105,13 +105,16 @@ mod tests {
                 "attempt {attempt} within the burst"
             );
         }
-        let refusal = limits.check(&key).unwrap_err();
-        assert_eq!(refusal.scope, Scope::Credential);
+        let rejection = limits.check(&key).unwrap_err();
+        assert_eq!(rejection.scope, Scope::Credential);
         // 60 per minute refills one request per second.
-        assert!(refusal.retry_after <= Duration::from_secs(1), "{refusal:?}");
         assert!(
-            refusal.retry_after > Duration::from_millis(500),
-            "{refusal:?}"
+            rejection.retry_after <= Duration::from_secs(1),
+            "{rejection:?}"
+        );
+        assert!(
+            rejection.retry_after > Duration::from_millis(500),
+            "{rejection:?}"
         );
     }
 
@@ -121,7 +124,7 @@ mod tests {
         assert!(limits.check(&[1; 32]).is_ok());
         assert!(limits.check(&[1; 32]).is_ok());
         assert_eq!(limits.check(&[1; 32]).unwrap_err().scope, Scope::Credential);
-        let refusal = limits.check(&[2; 32]).unwrap_err();
-        assert_eq!(refusal.scope, Scope::Global);
+        let rejection = limits.check(&[2; 32]).unwrap_err();
+        assert_eq!(rejection.scope, Scope::Global);
     }
 }

@@ -180,8 +180,8 @@ pub async fn handle(
         cache: CacheOutcome::Bypass,
     };
     if let Some(limits) = &state.rate_limits {
-        if let Err(refusal) = limits.check(&credential.hash) {
-            return rate_limited(&state, draft, refusal);
+        if let Err(rejection) = limits.check(&credential.hash) {
+            return rate_limited(&state, draft, rejection);
         }
     }
 
@@ -349,7 +349,10 @@ fn build_upstream_request(
     let mut upstream = client.request(request.method().clone(), url);
     let connection_listed = headers::connection_listed(request.headers());
     for (name, value) in request.headers() {
-        if headers::is_connection_specific(name, &connection_listed) || name == "accept-encoding" {
+        if headers::is_connection_specific(name, &connection_listed)
+            || name == "accept-encoding"
+            || name == ACCESS_TOKEN_HEADER
+        {
             continue;
         }
         upstream = upstream.append_header((name.clone(), value.clone()));
@@ -412,14 +415,14 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
 }
 
 /// Refuses a request over a rate limit with 429 and `retry-after` in whole seconds, and
-/// records the refusal.
+/// records the rejection.
 fn rate_limited(
     state: &ProxyState,
     draft: RecordDraft,
-    refusal: crate::limits::Refusal,
+    rejection: crate::limits::Rejection,
 ) -> HttpResponse {
-    let retry_after = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    let scope = match refusal.scope {
+    let retry_after = rejection.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let scope = match rejection.scope {
         Scope::Credential => "this credential",
         Scope::Global => "all clients of this proxy",
     };
