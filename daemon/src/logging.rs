@@ -3,14 +3,17 @@
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Mutex;
 
 use anyhow::Context as _;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber with `filter` (a level or a tracing directive). A log
 /// file is created 0600 because request paths and model names are the user's business.
-pub fn init(filter: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
+///
+/// Lines are written by a background thread, so a request never waits on the log's I/O;
+/// keep the returned guard until exit, since dropping it writes what is still queued.
+pub fn init(filter: &str, log_file: Option<&Path>) -> anyhow::Result<WorkerGuard> {
     let directives = directives(filter);
     let filter =
         EnvFilter::try_new(&directives).with_context(|| format!("invalid log level '{filter}'"))?;
@@ -26,17 +29,46 @@ pub fn init(filter: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
             let file = options
                 .open(path)
                 .with_context(|| format!("cannot open the log file {}", path.display()))?;
+            let (writer, guard) = NonBlockingBuilder::default().lossy(false).finish(file);
             builder
                 .with_ansi(false)
-                .with_writer(Mutex::new(file))
+                .with_writer(writer)
                 .try_init()
+                .map(|()| guard)
         }
-        None => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .try_init(),
+        None => {
+            let (writer, guard) = NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(std::io::stderr());
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(writer)
+                .try_init()
+                .map(|()| guard)
+        }
     }
     .map_err(|err| anyhow::anyhow!("cannot install the logger: {err}"))
+}
+
+/// Replaces the panic message printer with one that masks each of `secrets`, so a panic
+/// that formats a value holding a credential cannot print it.
+pub fn install_redacting_panic_hook(secrets: Vec<String>) {
+    let secrets: Vec<String> = secrets
+        .into_iter()
+        .filter(|secret| !secret.is_empty())
+        .collect();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = redact(&info.to_string(), &secrets);
+        tracing::error!(panic = %text, "ccod panicked");
+        eprintln!("ccod panicked: {text}");
+    }));
+}
+
+/// Replaces every occurrence of each secret in `text` with `<redacted>`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret.as_str(), "<redacted>")
+    })
 }
 
 /// Expands a bare level into directives that apply it to CCO's own crates only. The
@@ -65,5 +97,12 @@ mod tests {
         );
         assert_eq!(directives("error"), "error");
         assert_eq!(directives("sled=debug"), "sled=debug");
+    }
+
+    #[test]
+    fn redact_masks_every_secret() {
+        let secrets = vec!["sk-ant-one".to_owned(), "tok-two".to_owned()];
+        let text = redact("key sk-ant-one and tok-two, again sk-ant-one", &secrets);
+        assert_eq!(text, "key <redacted> and <redacted>, again <redacted>");
     }
 }

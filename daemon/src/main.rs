@@ -17,10 +17,18 @@ fn main() -> ExitCode {
         print!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
-    if let Err(err) = ccod::logging::init(&config.log_level, config.log_file.as_deref()) {
-        eprintln!("ccod: {err:#}");
-        return ExitCode::from(2);
-    }
+    let _log_guard = match ccod::logging::init(&config.log_level, config.log_file.as_deref()) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("ccod: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let secrets = config
+        .anthropic_api_key
+        .iter()
+        .map(|key| key.expose().to_owned());
+    ccod::logging::install_redacting_panic_hook(secrets.collect());
     let system = actix_rt::System::new();
     match system.block_on(ccod::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

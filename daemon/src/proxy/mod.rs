@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record};
+use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome};
 use crate::cache::{CacheActor, CacheKey, CachedResponse, KeyParts, Lookup};
 use crate::config::Secret;
 use crate::limits::{RateLimits, Scope};
@@ -402,7 +402,7 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
     record.model_priced = hit.cost_nano_usd.and(hit.model.clone());
     record.cost_nano_usd = Some(0);
     record.saved_nano_usd = hit.cost_nano_usd;
-    state.analytics.do_send(Record(record));
+    relay::submit(&state.analytics, record);
 
     if hit.is_stream {
         // No content-length on a stream, as from the upstream.
@@ -441,7 +441,7 @@ fn rate_limited(
         None,
         Duration::ZERO,
     );
-    state.analytics.do_send(Record(record));
+    relay::submit(&state.analytics, record);
     let mut response = anthropic_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", &message);
     response.headers_mut().insert(
         HeaderName::from_static("retry-after"),
@@ -482,7 +482,7 @@ fn upstream_failure(
         None,
         ttfb,
     );
-    state.analytics.do_send(Record(record));
+    relay::submit(&state.analytics, record);
     let mut response = anthropic_error(status, "api_error", &message);
     response.headers_mut().insert(
         HeaderName::from_static(CACHE_HEADER),

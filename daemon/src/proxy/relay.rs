@@ -15,7 +15,7 @@ use actix::Addr;
 use bytes::{Bytes, BytesMut};
 use cco_proto::TokenCounts;
 use futures_util::Stream;
-use tracing::debug;
+use tracing::info;
 
 use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record, RequestRecord};
 use crate::cache::{CacheActor, CacheKey, CachedResponse, Store};
@@ -202,10 +202,6 @@ impl Observer {
         let record = self
             .draft
             .finish(&self.prices, self.status, outcome, usage, ttfb);
-        debug!(actor = "proxy", method = %record.method, path = %record.path,
-            status = record.status, outcome = ?record.outcome, cache = ?record.cache,
-            latency_us = record.latency_us, "request finished");
-
         if let Some(target) = self.cache {
             if success && end == End::Complete && cacheable && self.capture {
                 target.cache.do_send(Store {
@@ -226,8 +222,29 @@ impl Observer {
                 });
             }
         }
-        self.analytics.do_send(Record(record));
+        submit(&self.analytics, record);
     }
+}
+
+/// Formats nano-USD as dollars with all nine decimals, so the log keeps the exact value.
+fn usd(nano: u64) -> String {
+    format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
+}
+
+/// Writes the access-log line of a finished request and sends its record to analytics.
+/// The line carries no header, body or credential, only the hash prefix.
+pub fn submit(analytics: &Addr<AnalyticsActor>, record: RequestRecord) {
+    let tokens = &record.tokens;
+    info!(actor = "proxy", method = %record.method, path = %record.path,
+        status = record.status, outcome = ?record.outcome,
+        cache = record.cache.as_header_value(),
+        model = record.model_priced.as_deref().or(record.model_requested.as_deref()).unwrap_or("-"),
+        input = tokens.input, output = tokens.output, cache_write_5m = tokens.cache_write_5m,
+        cache_write_1h = tokens.cache_write_1h, cache_read = tokens.cache_read,
+        cost_usd = %record.cost_nano_usd.map_or_else(|| "unpriced".to_owned(), usd),
+        latency_ms = record.latency_us as f64 / 1000.0,
+        credential = record.credential.as_deref().unwrap_or("-"), "request");
+    analytics.do_send(Record(record));
 }
 
 /// The body sent to the client: the upstream body, chunk for chunk.
