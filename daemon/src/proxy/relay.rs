@@ -182,6 +182,8 @@ impl Observer {
     /// True for a Messages API event stream that ended without `message_stop` or an `error`
     /// event. awc 3.11 reports a connection that closes between two chunks as a clean end of the
     /// body, so the missing last event is the only sign the relay gets of a cut stream.
+    /// NOTE: other chunked bodies, JSON included, have no such sign, so a cut there still
+    /// reaches the client as a complete body.
     fn stream_cut(&self) -> bool {
         match &self.sse {
             Some((parser, stream)) => {
