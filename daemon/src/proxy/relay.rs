@@ -12,10 +12,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
+use actix_web::error::PayloadError;
 use bytes::{Bytes, BytesMut};
 use cco_proto::TokenCounts;
 use futures_util::Stream;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record, RequestRecord};
 use crate::cache::{CacheActor, CacheKey, CachedResponse, Store};
@@ -178,6 +179,20 @@ impl Observer {
         }
     }
 
+    /// True for a Messages API event stream that ended without `message_stop` or an `error`
+    /// event. awc 3.11 reports a connection that closes between two chunks as a clean end of the
+    /// body, so the missing last event is the only sign the relay gets of a cut stream.
+    /// NOTE: other chunked bodies, JSON included, have no such sign, so a cut there still
+    /// reaches the client as a complete body.
+    fn stream_cut(&self) -> bool {
+        match &self.sse {
+            Some((parser, stream)) => {
+                self.reads_usage && !parser.overflowed() && !stream.saw_stop && !stream.saw_error
+            }
+            None => false,
+        }
+    }
+
     fn finish(self, end: End) {
         let success = (200..300).contains(&self.status);
         let (usage, cacheable) = match &self.sse {
@@ -265,6 +280,7 @@ impl<S> Relay<S> {
 impl<S, E> Stream for Relay<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: From<PayloadError>,
 {
     type Item = Result<Bytes, E>;
 
@@ -284,12 +300,21 @@ where
                 }
                 Poll::Ready(Some(Err(err)))
             }
-            Poll::Ready(None) => {
-                if let Some(observer) = this.observer.take() {
-                    observer.finish(End::Complete);
+            Poll::Ready(None) => match this.observer.take() {
+                Some(observer) if observer.stream_cut() => {
+                    warn!(actor = "proxy", path = %observer.draft.path,
+                        "upstream ended the event stream before message_stop; closing the client connection");
+                    observer.finish(End::UpstreamFailed);
+                    // An error makes actix-web close the connection without the last chunk,
+                    // so the client sees the cut instead of a complete body.
+                    Poll::Ready(Some(Err(E::from(PayloadError::Incomplete(None)))))
                 }
-                Poll::Ready(None)
-            }
+                Some(observer) => {
+                    observer.finish(End::Complete);
+                    Poll::Ready(None)
+                }
+                None => Poll::Ready(None),
+            },
         }
     }
 }
