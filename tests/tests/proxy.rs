@@ -856,7 +856,6 @@ fn cut_json_stays_cut() {
 }
 
 #[test]
-#[ignore = "awc 3.11 takes a chunked body cut at a chunk boundary for a complete one"]
 fn cut_chunked_json_stays_cut() {
     let mock = MockUpstream::start();
     let body = anthropic::message_json(MODEL, "cut short", anthropic::usage(4, 2));

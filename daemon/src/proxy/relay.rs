@@ -179,17 +179,23 @@ impl Observer {
         }
     }
 
-    /// True for a Messages API event stream that ended without `message_stop` or an `error`
-    /// event. awc 3.11 reports a connection that closes between two chunks as a clean end of the
-    /// body, so the missing last event is the only sign the relay gets of a cut stream.
-    /// NOTE: other chunked bodies, JSON included, have no such sign, so a cut there still
-    /// reaches the client as a complete body.
+    /// True for a Messages API response that ended early. awc 3.11 reports a connection that
+    /// closes between two chunks as a clean end of the body, so the relay checks the body
+    /// itself: an event stream must end with `message_stop` or an `error` event, and a 2xx
+    /// JSON body must parse.
+    /// NOTE: bodies of other paths have no such check, so a cut chunked body there still
+    /// reaches the client as complete.
     fn stream_cut(&self) -> bool {
         match &self.sse {
             Some((parser, stream)) => {
                 self.reads_usage && !parser.overflowed() && !stream.saw_stop && !stream.saw_error
             }
-            None => false,
+            None => {
+                self.reads_usage
+                    && self.capture
+                    && (200..300).contains(&self.status)
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&self.captured).is_err()
+            }
         }
     }
 
