@@ -46,3 +46,51 @@ pub fn restrict_file(path: &Path) -> io::Result<Option<u32>> {
         Ok(None)
     }
 }
+
+/// Sets mode 0700 on `dir` when it is open to others, is owned by `owner_uid` and is not
+/// a shared sticky directory such as `/tmp`; otherwise only reports it. The control
+/// socket's directory gets this treatment once the socket exists.
+pub fn tighten_private_dir(dir: &Path, owner_uid: Option<u32>) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let metadata = std::fs::metadata(dir)?;
+        let mode = metadata.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        let sticky = mode & 0o1000 != 0;
+        if sticky || Some(metadata.uid()) != owner_uid {
+            warn!(path = %dir.display(), mode = format!("{mode:o}"),
+                "the control socket's directory is open to other users and not ours to change; \
+                 the socket itself is 0600");
+            return Ok(());
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        warn!(path = %dir.display(), old_mode = format!("{mode:o}"),
+            "the control socket's directory was open to other users; set it to 0700");
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (dir, owner_uid);
+        Ok(())
+    }
+}
+
+/// Reports a file that others can read, such as a config file, without changing it.
+pub fn report_open_file(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                warn!(path = %path.display(), mode = format!("{mode:o}"),
+                    "file is readable by other users; run 'chmod 600' on it");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}

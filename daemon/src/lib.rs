@@ -64,6 +64,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let started = Instant::now();
     let config = Arc::new(config);
+    if let Some(file) = &config.config_file {
+        fsutil::report_open_file(file);
+    }
     fsutil::create_private_dir(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",

@@ -97,6 +97,14 @@ pub fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
     // From here on, a failure drops `socket`, which removes the file again.
     socket.owner_uid =
         crate::fsutil::restrict_file(path).map_err(|source| bind_error(path, source))?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        crate::fsutil::tighten_private_dir(dir, socket.owner_uid).map_err(|source| {
+            ControlError::Directory {
+                path: dir.to_path_buf(),
+                source,
+            }
+        })?;
+    }
     Ok(socket)
 }
 
