@@ -198,7 +198,7 @@ fn bind_http(
     .max_connections(config.max_connections.div_ceil(workers))
     .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
     .client_request_timeout(config.client_timeout)
-    .client_disconnect_timeout(Duration::from_secs(5));
+    .client_disconnect_timeout(Duration::from_secs(1));
     let address = (config.host.as_str(), config.port);
     let bound = match listener_tls {
         Some(tls) => server.bind_rustls_0_23(address, tls),

@@ -360,3 +360,41 @@ fn control_socket_rejects_other_users() {
         "the daemon's own user is still served"
     );
 }
+
+#[test]
+fn slow_client_body_times_out() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(
+        &dirs,
+        &DaemonOptions::new(&mock.base_url())
+            .arg("--client-timeout")
+            .arg("1"),
+    );
+    // Promise a 100-byte body and send 10 bytes of it, then stall.
+    let mut socket = TcpStream::connect(daemon.addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: {}\r\ncontent-length: 100\r\nx-api-key: k\r\n\r\n{{\"model\":",
+        daemon.addr
+    );
+    socket.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut response = Vec::new();
+    let _ = socket.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("--client-timeout"), "{response}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        mock.request_count(),
+        0,
+        "a partial body must not reach the upstream"
+    );
+}

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::Addr;
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::ConnectionType;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
@@ -284,7 +285,7 @@ async fn read_body(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, HttpResponse> {
-    match actix_rt::time::timeout(timeout, read_body_unbounded(request, payload, limit)).await {
+    let result = match actix_rt::time::timeout(timeout, read_body_unbounded(request, payload, limit)).await {
         Ok(result) => result,
         Err(_) => Err(anthropic_error(
             StatusCode::REQUEST_TIMEOUT,
@@ -294,7 +295,15 @@ async fn read_body(
                 timeout.as_secs()
             ),
         )),
-    }
+    };
+    // The rest of a rejected body may still be on its way, so the connection cannot carry
+    // another request.
+    result.map_err(|mut response| {
+        response
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+        response
+    })
 }
 
 /// Reads the body without a deadline; [`read_body`] adds one.
