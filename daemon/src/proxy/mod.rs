@@ -189,6 +189,10 @@ pub async fn handle(
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok())
     };
+    // RFC 9110 section 6.4.1: these responses have no body whatever their content-length.
+    let has_body = request.method() != Method::HEAD
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED;
     let observer = Observer::new(
         draft,
         state.prices.clone(),
@@ -198,6 +202,7 @@ pub async fn handle(
         is_stream,
         target,
         MAX_CAPTURED_BYTES,
+        content_length.filter(|_| has_body),
     );
     let relay = Relay::new(response, observer);
     match content_length {

@@ -114,6 +114,10 @@ pub struct Observer {
     pub captured: BytesMut,
     pub capture: bool,
     pub capture_limit: usize,
+    /// The upstream's `content-length`, for a body that is not a stream.
+    pub declared_length: Option<u64>,
+    /// Body bytes relayed so far.
+    pub received_bytes: u64,
     first_byte_at: Option<Instant>,
 }
 
@@ -139,6 +143,7 @@ impl Observer {
         is_stream: bool,
         cache: Option<CacheTarget>,
         capture_limit: usize,
+        declared_length: Option<u64>,
     ) -> Self {
         // A JSON body is collected to read its usage even when it is not cached.
         let capture = cache.is_some() || (reads_usage && !is_stream);
@@ -154,6 +159,8 @@ impl Observer {
             captured: BytesMut::new(),
             capture,
             capture_limit,
+            declared_length,
+            received_bytes: 0,
             first_byte_at: None,
         }
     }
@@ -162,6 +169,7 @@ impl Observer {
         if self.first_byte_at.is_none() {
             self.first_byte_at = Some(Instant::now());
         }
+        self.received_bytes += chunk.len() as u64;
         if let Some((parser, stream)) = &mut self.sse {
             if self.reads_usage {
                 parser.feed(chunk, |event| stream.observe(&event));
@@ -178,7 +186,32 @@ impl Observer {
         }
     }
 
+    /// True when a body that ended without an error is still incomplete: shorter than its
+    /// `content-length`, or a Messages stream without `message_stop` or `error`.
+    ///
+    /// awc 3.11 ends the body without an error when the upstream closes the connection
+    /// early, so this is how an upstream that cut its response is told from one that
+    /// finished.
+    fn ended_early(&self) -> bool {
+        if self
+            .declared_length
+            .is_some_and(|length| self.received_bytes < length)
+        {
+            return true;
+        }
+        match &self.sse {
+            Some((parser, stream)) if self.reads_usage && !parser.overflowed() => {
+                !stream.saw_stop && !stream.saw_error
+            }
+            _ => false,
+        }
+    }
+
     fn finish(self, end: End) {
+        let end = match end {
+            End::Complete if self.ended_early() => End::UpstreamFailed,
+            other => other,
+        };
         let success = (200..300).contains(&self.status);
         let (usage, cacheable) = match &self.sse {
             Some((parser, stream)) => {
@@ -268,6 +301,8 @@ where
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
+                // NOTE: a chunked stream that the upstream cut ends here too, so the client
+                // receives a regular end of the body. Only the record marks it as failed.
                 if let Some(observer) = this.observer.take() {
                     observer.finish(End::Complete);
                 }
