@@ -311,7 +311,8 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
     let mut record = draft.finish(&state.prices, hit.status, Outcome::Completed, None, ttfb);
     record.model_response = hit.model.clone();
     record.model_priced = hit.cost_nano_usd.and(hit.model.clone());
-    record.cost_nano_usd = Some(0);
+    // A hit costs nothing, but a hit of an unpriced model stays unpriced like its original.
+    record.cost_nano_usd = hit.cost_nano_usd.map(|_| 0);
     record.saved_nano_usd = hit.cost_nano_usd;
     state.analytics.do_send(Record(record));
 

@@ -75,8 +75,11 @@ pub fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Prices `tokens` of `model`. Returns the price row's id and the cost; the cost is `None`
-/// (unpriced) only when tokens were used by a model the table does not know.
+/// Prices `tokens` of `model`. Returns the price row's id and the cost.
+///
+/// The cost is `None` (unpriced) for a model the table does not know, even without tokens,
+/// so that its stats row shows `unpriced` and never $0. A request that names no model and
+/// used no tokens, such as `GET /v1/models`, costs 0.
 pub fn price(
     prices: &PriceTable,
     model: Option<&str>,
@@ -84,7 +87,7 @@ pub fn price(
 ) -> (Option<String>, Option<u64>) {
     match model.and_then(|model| prices.resolve(model)) {
         Some(row) => (Some(row.id.clone()), Some(pricing::cost(row, tokens))),
-        None if tokens.total() == 0 => (None, Some(0)),
+        None if model.is_none() && tokens.total() == 0 => (None, Some(0)),
         None => (None, None),
     }
 }
