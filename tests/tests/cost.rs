@@ -309,6 +309,51 @@ fn unknown_model_unpriced() {
 }
 
 #[test]
+fn unknown_model_never_zero() {
+    let mock = MockUpstream::start();
+    let (_dirs, daemon) = start(&mock);
+    let unknown = "claude-imaginary-9";
+    let body = request_body(unknown, "any model at all", false);
+    mock.push_reply(Reply::error(
+        404,
+        "not_found_error",
+        "model: claude-imaginary-9",
+    ));
+    mock.push_reply(Reply::json(
+        200,
+        anthropic::message_json(unknown, "imaginary answer", anthropic::usage(50, 5)),
+    ));
+
+    let not_found = http::send(daemon.addr, "POST", "/v1/messages", HEADERS, &body)
+        .expect("request for an unknown model");
+    ctl::wait_for_records(&daemon, 1);
+    post(&daemon, &body);
+    ctl::wait_for_records(&daemon, 2);
+    let hit = post(&daemon, &body);
+    let stats = ctl::wait_for_records(&daemon, 3);
+    let table = ctl::text(&daemon, &["stats"]);
+
+    assert_eq!(not_found.status, 404, "scripted error");
+    assert_eq!(hit.header("x-cco-cache"), Some("hit"), "third request");
+    let rows: Vec<&ModelTotals> = stats
+        .by_model
+        .iter()
+        .filter(|row| row.model == unknown)
+        .collect();
+    assert_eq!(rows.len(), 1, "rows for {unknown}: {:?}", stats.by_model);
+    assert!(!rows[0].priced, "{unknown} is unpriced");
+    assert_eq!(
+        stats.total.unpriced_requests, 3,
+        "the error, the miss and the hit all lack a price"
+    );
+    assert_eq!(stats.total.cost_nano_usd, 0, "total cost");
+    for line in table.lines().filter(|line| line.contains(unknown)) {
+        assert!(line.contains("unpriced"), "row shows unpriced: {line}");
+        assert!(!line.contains("$0"), "row shows no dollar amount: {line}");
+    }
+}
+
+#[test]
 fn cache_hit_costs_nothing() {
     let mock = MockUpstream::start();
     let (_dirs, daemon) = start(&mock);
