@@ -117,6 +117,44 @@ fn canonical_body_hits() {
 }
 
 #[test]
+fn count_tokens_cached() {
+    let mock = MockUpstream::start();
+    let (_dirs, daemon) = start(&mock, &[]);
+    let body =
+        br#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"count these"}]}"#;
+
+    let first = post_to(&daemon, "/v1/messages/count_tokens", HEADERS, body);
+    ctl::wait_for_records(&daemon, 1);
+    let second = post_to(&daemon, "/v1/messages/count_tokens", HEADERS, body);
+
+    assert_eq!(first.status, 200, "first count: {}", first.text());
+    assert_eq!(cache_header(&first), Some("miss"), "first count");
+    assert_eq!(cache_header(&second), Some("hit"), "second count");
+    assert_eq!(second.body, first.body, "replayed count");
+    assert_eq!(mock.request_count(), 1, "upstream requests");
+}
+
+#[test]
+fn other_endpoints_bypass() {
+    let mock = MockUpstream::start();
+    let (_dirs, daemon) = start(&mock, &[]);
+
+    for attempt in 1..=2 {
+        let response = http::send(daemon.addr, "GET", "/v1/models", HEADERS, b"")
+            .unwrap_or_else(|err| panic!("GET /v1/models through ccod failed: {err}"));
+        ctl::wait_for_records(&daemon, attempt);
+        assert_eq!(response.status, 200, "GET /v1/models: {}", response.text());
+        assert_eq!(
+            cache_header(&response),
+            Some("bypass"),
+            "GET /v1/models, attempt {attempt}"
+        );
+    }
+
+    assert_eq!(mock.request_count(), 2, "upstream requests");
+}
+
+#[test]
 fn changed_request_misses() {
     let mock = MockUpstream::start();
     let (_dirs, daemon) = start(&mock, &[]);
@@ -575,4 +613,15 @@ fn no_cache_bypasses() {
     assert_eq!(mock.request_count(), bodies.len(), "upstream requests");
     let cache: Value = ctl::json(&daemon, &["cache", "stats", "--json"]);
     assert_eq!(cache["enabled"], false, "cache stats with --no-cache");
+    let clear = daemon.ctl(&["cache", "clear"]);
+    let stderr = String::from_utf8_lossy(&clear.stderr);
+    assert_eq!(
+        clear.status.code(),
+        Some(1),
+        "cache clear with --no-cache: {stderr}"
+    );
+    assert!(
+        stderr.contains("--no-cache"),
+        "the error names --no-cache: {stderr}"
+    );
 }
