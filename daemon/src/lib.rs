@@ -52,6 +52,7 @@ pub struct Daemon {
     cache: Option<Addr<CacheActor>>,
     db: sled::Db,
     control: actix_rt::task::JoinHandle<()>,
+    signals: actix_rt::task::JoinHandle<()>,
     arbiters: Vec<Arbiter>,
 }
 
@@ -149,6 +150,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         server: server.handle(),
     });
     let control = actix_rt::spawn(control::serve(socket, context));
+    let signals = actix_rt::spawn(stop_on_signal(server.handle()));
 
     info!(actor = "proxy", addr = %http_addr, tls = config.tls.is_some(),
         upstream = %config.anthropic_base_url, cache = config.cache_enabled, "listening");
@@ -160,8 +162,56 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         cache,
         db,
         control,
+        signals,
         arbiters,
     })
+}
+
+/// Stops the HTTP server gracefully on the first SIGINT or SIGTERM.
+///
+/// The signal handling of actix-server 2.10 stops the actix `System` 300 ms after the
+/// server, and with it the actors' arbiters, so [`Daemon::wait`] could no longer flush
+/// them. It also stops at once on SIGINT. The server is therefore built with
+/// `disable_signals` and this task takes over.
+async fn stop_on_signal(server: actix_web::dev::ServerHandle) {
+    let signal = wait_for_signal().await;
+    info!(
+        actor = "proxy",
+        signal,
+        timeout_secs = SHUTDOWN_TIMEOUT.as_secs(),
+        "received stop signal; finishing in-flight requests"
+    );
+    server.stop(true).await;
+}
+
+/// Waits for SIGINT or, on Unix, SIGTERM and returns its name.
+async fn wait_for_signal() -> &'static str {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            warn!(error = %err, "cannot listen for SIGINT; stop ccod with 'ccoctl shutdown'");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                () = interrupt => "SIGINT",
+            },
+            Err(err) => {
+                warn!(error = %err, "cannot listen for SIGTERM; stop ccod with 'ccoctl shutdown'");
+                interrupt.await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        interrupt.await;
+        "SIGINT"
+    }
 }
 
 fn bind_http(
@@ -197,6 +247,7 @@ fn bind_http(
     // actix-web counts connections per worker thread.
     .max_connections(config.max_connections.div_ceil(workers))
     .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
+    .disable_signals()
     .client_request_timeout(config.client_timeout)
     .client_disconnect_timeout(Duration::from_secs(1));
     let address = (config.host.as_str(), config.port);
@@ -235,6 +286,7 @@ impl Daemon {
         info!(actor = "proxy", "stopped accepting requests; flushing");
         self.control.abort();
         let _ = self.control.await;
+        self.signals.abort();
 
         let mut failed = false;
         match self.analytics.send(analytics::Flush).await {

@@ -159,7 +159,8 @@ pub struct UsageTotals {
     pub requests: u64,
     /// Requests answered from the cache.
     pub cache_hits: u64,
-    /// Requests whose status was not 2xx, or that failed before a status was sent.
+    /// Requests whose status was not 2xx, or whose upstream could not be reached, timed out
+    /// or cut its response short.
     pub errors: u64,
     /// Requests whose model had no price; their tokens are counted, their cost is not.
     pub unpriced_requests: u64,

@@ -75,6 +75,8 @@ pub struct DaemonOptions {
     pub extra_args: Vec<String>,
     /// Environment variables set for the daemon, such as `ANTHROPIC_API_KEY`.
     pub env: Vec<(String, String)>,
+    /// Value of `--log-level`, or `debug` when unset.
+    pub log_level: Option<String>,
 }
 
 impl DaemonOptions {
@@ -92,6 +94,11 @@ impl DaemonOptions {
 
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = Some(level.to_owned());
         self
     }
 }
@@ -120,7 +127,7 @@ impl DaemonProcess {
             .arg("--log-file")
             .arg(&log_file)
             .arg("--log-level")
-            .arg("debug")
+            .arg(options.log_level.as_deref().unwrap_or("debug"))
             .arg("--anthropic-base-url")
             .arg(&options.upstream)
             .args(&options.extra_args)

@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod client;
+pub mod ctl;
 pub mod daemon;
 pub mod mock;
 mod wire;

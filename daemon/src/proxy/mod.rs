@@ -261,6 +261,10 @@ pub async fn handle(
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok())
     };
+    // RFC 9110 section 6.4.1: these responses have no body whatever their content-length.
+    let has_body = request.method() != Method::HEAD
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED;
     let observer = Observer::new(
         draft,
         state.prices.clone(),
@@ -270,6 +274,7 @@ pub async fn handle(
         is_stream,
         target,
         MAX_CAPTURED_BYTES,
+        content_length.filter(|_| has_body),
     );
     let relay = Relay::new(response, observer);
     match content_length {
@@ -409,7 +414,8 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
     let mut record = draft.finish(&state.prices, hit.status, Outcome::Completed, None, ttfb);
     record.model_response = hit.model.clone();
     record.model_priced = hit.cost_nano_usd.and(hit.model.clone());
-    record.cost_nano_usd = Some(0);
+    // A hit costs nothing, but a hit of an unpriced model stays unpriced like its original.
+    record.cost_nano_usd = hit.cost_nano_usd.map(|_| 0);
     record.saved_nano_usd = hit.cost_nano_usd;
     relay::submit(&state.analytics, record);
 

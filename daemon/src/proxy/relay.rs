@@ -76,8 +76,11 @@ pub fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Prices `tokens` of `model`. Returns the price row's id and the cost; the cost is `None`
-/// (unpriced) only when tokens were used by a model the table does not know.
+/// Prices `tokens` of `model`. Returns the price row's id and the cost.
+///
+/// The cost is `None` (unpriced) for a model the table does not know, even without tokens,
+/// so that its stats row shows `unpriced` and never $0. A request that names no model and
+/// used no tokens, such as `GET /v1/models`, costs 0.
 pub fn price(
     prices: &PriceTable,
     model: Option<&str>,
@@ -85,7 +88,7 @@ pub fn price(
 ) -> (Option<String>, Option<u64>) {
     match model.and_then(|model| prices.resolve(model)) {
         Some(row) => (Some(row.id.clone()), Some(pricing::cost(row, tokens))),
-        None if tokens.total() == 0 => (None, Some(0)),
+        None if model.is_none() && tokens.total() == 0 => (None, Some(0)),
         None => (None, None),
     }
 }
@@ -115,6 +118,10 @@ pub struct Observer {
     pub captured: BytesMut,
     pub capture: bool,
     pub capture_limit: usize,
+    /// The upstream's `content-length`, for a body that is not a stream.
+    pub declared_length: Option<u64>,
+    /// Body bytes relayed so far.
+    pub received_bytes: u64,
     first_byte_at: Option<Instant>,
 }
 
@@ -140,6 +147,7 @@ impl Observer {
         is_stream: bool,
         cache: Option<CacheTarget>,
         capture_limit: usize,
+        declared_length: Option<u64>,
     ) -> Self {
         // A JSON body is collected to read its usage even when it is not cached.
         let capture = cache.is_some() || (reads_usage && !is_stream);
@@ -155,6 +163,8 @@ impl Observer {
             captured: BytesMut::new(),
             capture,
             capture_limit,
+            declared_length,
+            received_bytes: 0,
             first_byte_at: None,
         }
     }
@@ -163,6 +173,7 @@ impl Observer {
         if self.first_byte_at.is_none() {
             self.first_byte_at = Some(Instant::now());
         }
+        self.received_bytes += chunk.len() as u64;
         if let Some((parser, stream)) = &mut self.sse {
             if self.reads_usage {
                 parser.feed(chunk, |event| stream.observe(&event));
@@ -179,17 +190,27 @@ impl Observer {
         }
     }
 
-    /// True for a Messages API response that ended early. awc 3.11 reports a connection that
-    /// closes between two chunks as a clean end of the body, so the relay checks the body
-    /// itself: an event stream must end with `message_stop` or an `error` event, and a 2xx
-    /// JSON body must parse.
-    /// NOTE: bodies of other paths have no such check, so a cut chunked body there still
+    /// True when a body that ended without an error is still incomplete: shorter than its
+    /// `content-length`, a Messages stream without `message_stop` or `error`, or a 2xx
+    /// Messages JSON body that does not parse.
+    ///
+    /// awc 3.11 ends the body without an error when the upstream closes the connection
+    /// early, between two chunks included, so this is how an upstream that cut its response
+    /// is told from one that finished.
+    /// NOTE: a chunked body of another path has no such check, so a cut there still
     /// reaches the client as complete.
-    fn stream_cut(&self) -> bool {
+    fn ended_early(&self) -> bool {
+        if self
+            .declared_length
+            .is_some_and(|length| self.received_bytes < length)
+        {
+            return true;
+        }
         match &self.sse {
-            Some((parser, stream)) => {
-                self.reads_usage && !parser.overflowed() && !stream.saw_stop && !stream.saw_error
+            Some((parser, stream)) if self.reads_usage && !parser.overflowed() => {
+                !stream.saw_stop && !stream.saw_error
             }
+            Some(_) => false,
             None => {
                 self.reads_usage
                     && self.capture
@@ -200,6 +221,10 @@ impl Observer {
     }
 
     fn finish(self, end: End) {
+        let end = match end {
+            End::Complete if self.ended_early() => End::UpstreamFailed,
+            other => other,
+        };
         let success = (200..300).contains(&self.status);
         let (usage, cacheable) = match &self.sse {
             Some((parser, stream)) => {
@@ -307,9 +332,9 @@ where
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => match this.observer.take() {
-                Some(observer) if observer.stream_cut() => {
+                Some(observer) if observer.ended_early() => {
                     warn!(actor = "proxy", path = %observer.draft.path,
-                        "upstream ended the event stream before message_stop; closing the client connection");
+                        "upstream ended its response early; closing the client connection");
                     observer.finish(End::UpstreamFailed);
                     // An error makes actix-web close the connection without the last chunk,
                     // so the client sees the cut instead of a complete body.
