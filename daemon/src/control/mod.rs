@@ -23,7 +23,7 @@ use crate::analytics::AnalyticsActor;
 use crate::cache::CacheActor;
 use crate::config::Config;
 
-/// Time a connection may stay silent before it is closed.
+/// Time a connection may stay silent, or leave a reply unread, before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections served at once; further ones wait in the accept queue.
@@ -183,7 +183,15 @@ async fn connection(stream: Stream, context: &ControlContext) -> io::Result<()> 
                     ResponseFrame::new(err.request_id(), Response::Error(err.to_reply()))
                 }
             };
-            writer.write_all(&encode_frame(&reply)).await?;
+            // A peer that sends but never reads would otherwise hold this task forever.
+            match tokio::time::timeout(IDLE_TIMEOUT, writer.write_all(&encode_frame(&reply))).await
+            {
+                Ok(written) => written?,
+                Err(_) => {
+                    debug!("control peer stopped reading replies; closing the connection");
+                    return Ok(());
+                }
+            }
         }
         let read = match tokio::time::timeout(IDLE_TIMEOUT, reader.read(&mut buffer)).await {
             Ok(read) => read?,
@@ -193,7 +201,8 @@ async fn connection(stream: Stream, context: &ControlContext) -> io::Result<()> 
             if let Err(err) = framer.finish() {
                 let reply = ResponseFrame::new(None, Response::Error(err.to_reply()));
                 // The peer closed its side; it may still read the reply.
-                let _ = writer.write_all(&encode_frame(&reply)).await;
+                let _ = tokio::time::timeout(IDLE_TIMEOUT, writer.write_all(&encode_frame(&reply)))
+                    .await;
             }
             return Ok(());
         }
