@@ -3,7 +3,7 @@
 //! State: the sled tree `records`, a buffer of records not yet written, and counters since
 //! start. Messages: [`Record`] (fire-and-forget from the proxy), [`QueryStats`], [`Flush`],
 //! [`GetServed`]. The buffer is written as one sled batch every flush interval and on
-//! [`Flush`], so the request path never waits on disk; after each batch the tree is
+//! [`Flush`], so the request path never waits on disk. After each batch the tree is
 //! flushed, so a crash loses at most the records of the last interval.
 //!
 //! Keys are the record time in milliseconds followed by a sequence number, both big-endian,
@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 /// Buffered records that trigger a write before the interval ends.
 const MAX_BUFFERED: usize = 1024;
 
-/// How a request ended.
+/// Final state of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -34,7 +34,7 @@ pub enum Outcome {
     RateLimited,
 }
 
-/// What the cache did for a request; the value of the `x-cco-cache` header.
+/// Cache result of a request, sent as the `x-cco-cache` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheOutcome {
@@ -85,7 +85,7 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// The model a stats row groups this record under.
+    /// Returns the model that a stats row groups this record under.
     fn model_label(&self) -> String {
         self.model_priced
             .clone()

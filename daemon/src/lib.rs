@@ -56,7 +56,7 @@ pub struct Daemon {
     arbiters: Vec<Arbiter>,
 }
 
-/// Runs the daemon until it is told to stop.
+/// Runs the daemon until a signal or `ccoctl shutdown` stops it.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     start(config).await?.wait().await
 }
@@ -274,7 +274,7 @@ fn bind_http(
 }
 
 impl Daemon {
-    /// A handle that stops the HTTP server, as a signal or `ccoctl shutdown` does.
+    /// Returns a handle that stops the HTTP server, as a signal or `ccoctl shutdown` does.
     pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }

@@ -1,9 +1,11 @@
 //! The control server: `cco-proto` frames over a local socket, one task per connection.
 //!
-//! Guards: the socket is 0600 in a directory the daemon creates 0700; a peer whose user id
-//! is neither the daemon's nor root is rejected; a frame is checked against
-//! `MAX_FRAME_BYTES` before it is buffered; a silent peer is dropped after
-//! [`IDLE_TIMEOUT`]; every frame, a malformed one included, gets a response.
+//! Guards:
+//! - the socket is 0600, in a directory the daemon creates 0700;
+//! - a peer whose user id is neither the daemon's nor root is rejected;
+//! - a frame is checked against `MAX_FRAME_BYTES` before it is buffered;
+//! - a peer that stays silent, or leaves replies unread, for [`IDLE_TIMEOUT`] is dropped;
+//! - every frame, a malformed one included, gets a response.
 
 mod handlers;
 
@@ -29,7 +31,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; further ones wait in the accept queue.
 const MAX_CONNECTIONS: usize = 32;
 
-/// What the handlers need: the actors' addresses and facts about the daemon.
+/// Context of the handlers: the actors' addresses and facts about the daemon.
 pub struct ControlContext {
     pub analytics: Addr<AnalyticsActor>,
     pub cache: Option<Addr<CacheActor>>,
@@ -39,7 +41,7 @@ pub struct ControlContext {
     pub server: actix_web::dev::ServerHandle,
 }
 
-/// Why the control socket could not be opened.
+/// Failure to open the control socket.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("another ccod is already listening on {0}; stop it with 'ccoctl shutdown' or pass another --socket")]

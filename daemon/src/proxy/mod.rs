@@ -1,8 +1,9 @@
 //! The HTTP proxy: actix-web handlers that forward every request to the Anthropic API.
 //!
-//! Per request: read the body (bounded), build the cache key and ask the `CacheActor`; on a
-//! hit replay the stored bytes, on a miss forward with `awc` and relay the response as it
-//! arrives (see [`relay`]). Handlers hold only `Addr`s of the actors and never wait on disk.
+//! Per request: read the body (bounded), build the cache key and send it to the
+//! `CacheActor`. A hit replays the stored bytes. A miss is forwarded with `awc`, and the
+//! response is relayed as it arrives (see [`relay`]). Handlers hold only `Addr`s of the
+//! actors and never wait on disk.
 
 mod headers;
 pub mod relay;
@@ -84,7 +85,7 @@ fn bool_or_none<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<boo
     Ok(value.as_bool())
 }
 
-/// Which Anthropic endpoint a request is for.
+/// Anthropic endpoint of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Messages,
@@ -371,7 +372,7 @@ fn build_upstream_request(
         }
         upstream = upstream.append_header((name.clone(), value.clone()));
     }
-    // The proxy reads usage from the body, so it asks for an uncompressed one. The client's
+    // The proxy reads usage from the body, so it requests an uncompressed one. The client's
     // own leg is a local connection, where compression saves nothing.
     upstream = upstream.insert_header(("accept-encoding", "identity"));
     if let Some(key) = injected_key {
@@ -400,7 +401,7 @@ fn is_replayed_header(name: &HeaderName) -> bool {
         || name.starts_with("anthropic-ratelimit-"))
 }
 
-/// Answers a request from a cache entry and records the hit with the cost it saved.
+/// Serves a request from a cache entry and records the hit with the cost it saved.
 fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> HttpResponse {
     draft.cache = CacheOutcome::Hit;
     let status = StatusCode::from_u16(hit.status).unwrap_or(StatusCode::OK);
@@ -429,7 +430,7 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
     }
 }
 
-/// Refuses a request over a rate limit with 429 and `retry-after` in whole seconds, and
+/// Rejects a request over a rate limit with 429 and `retry-after` in whole seconds, and
 /// records the rejection.
 fn rate_limited(
     state: &ProxyState,
@@ -465,7 +466,7 @@ fn rate_limited(
     response
 }
 
-/// Answers a request whose upstream could not be reached: 504 for a timeout, 502 for the
+/// Responds to a request whose upstream could not be reached: 504 for a timeout, 502 for the
 /// rest, with the cause named.
 fn upstream_failure(
     state: &ProxyState,

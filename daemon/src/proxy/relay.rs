@@ -24,7 +24,7 @@ use crate::pricing::{self, PriceTable};
 use crate::sse::SseParser;
 use crate::usage::{self, StreamUsage, Usage};
 
-/// The facts about a request known before the upstream answers.
+/// Facts about a request known before the upstream responds.
 #[derive(Debug, Clone)]
 pub struct RecordDraft {
     pub started: Instant,
@@ -93,7 +93,7 @@ pub fn price(
     }
 }
 
-/// Where a complete response is stored, when the request is cacheable.
+/// Destination of a complete response in the cache, for a cacheable request.
 pub struct CacheTarget {
     pub cache: Addr<CacheActor>,
     pub key: CacheKey,
@@ -125,7 +125,7 @@ pub struct Observer {
     first_byte_at: Option<Instant>,
 }
 
-/// How the upstream body ended.
+/// Way the upstream body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     Complete,
@@ -195,8 +195,8 @@ impl Observer {
     /// Messages JSON body that does not parse.
     ///
     /// awc 3.11 ends the body without an error when the upstream closes the connection
-    /// early, between two chunks included, so this is how an upstream that cut its response
-    /// is told from one that finished.
+    /// early, between two chunks included, so these checks are what separates an upstream that
+    /// cut its response from one that finished.
     /// NOTE: a chunked body of another path has no such check, so a cut there still
     /// reaches the client as complete.
     fn ended_early(&self) -> bool {
