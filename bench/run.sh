@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 duration=${1:-10}
 connections=${2:-8}
 rounds=${ROUNDS:-3}
+threads=$((connections < 2 ? connections : 2))
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
 cargo build --release -q -p ccod -p cco-tests
@@ -30,7 +31,7 @@ wait_port() {
 }
 
 mock_port=18601 cache_port=18602 nocache_port=18603
-./target/release/cco-mock-upstream --port "$mock_port" --max-seconds 1800 >/dev/null &
+./target/release/cco-mock-upstream --port "$mock_port" --max-seconds 1800 --max-requests 100000000 >/dev/null &
 pids+=($!)
 wait_port "$mock_port"
 start_ccod() {
@@ -48,7 +49,7 @@ start_ccod "$nocache_port" nocache --no-cache
 # Prints "requests/s p50 p99" in milliseconds from wrk's --latency report.
 measure() {
     local port=$1 script=$2
-    wrk -t2 -c"$connections" -d"${duration}s" --latency -s "bench/$script" \
+    wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -s "bench/$script" \
         "http://127.0.0.1:$port" >"$work/wrk.out"
     awk '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
@@ -58,6 +59,7 @@ measure() {
         /Non-2xx/ { bad = $NF }
         END { printf "%s %.3f %.3f %s\n", rps, p50, p99, (bad == "" ? 0 : bad) }
     ' "$work/wrk.out"
+    grep -q "^Requests/sec" "$work/wrk.out" || { cat "$work/wrk.out" >&2; exit 1; }
 }
 
 declare -A sum_rps sum_p50 sum_p99 bad

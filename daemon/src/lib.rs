@@ -98,6 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let analytics = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| analytics_actor);
     arbiters.push(arbiter);
 
+    let mut cache_keys = None;
     let cache = if config.cache_enabled {
         let tree = db
             .open_tree("cache")
@@ -107,6 +108,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             ttl: config.cache_ttl,
         };
         let actor = CacheActor::new(tree, cache_config).context("cannot load the cache")?;
+        cache_keys = Some(actor.key_filter());
         let arbiter = Arbiter::new();
         let addr = CacheActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         arbiters.push(arbiter);
@@ -117,6 +119,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 
     let state = web::Data::new(ProxyState {
         cache: cache.clone(),
+        cache_keys,
         analytics: analytics.clone(),
         prices: Arc::new(PriceTable::embedded()),
         anthropic_base_url: config.anthropic_base_url.clone(),

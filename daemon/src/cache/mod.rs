@@ -5,6 +5,9 @@
 //! [`Lookup`], [`Store`], [`Clear`], [`GetStats`] and [`Flush`], and every minute removes
 //! entries whose TTL has passed.
 //!
+//! The actor also publishes a [`KeyFilter`], a read-only set of its keys, so the proxy
+//! answers a certain miss without a message round trip. Only the actor writes it.
+//!
 //! The actor calls sled synchronously inside its handlers, so it must run on its own arbiter
 //! (`CacheActor::start_in_arbiter`) and never on an HTTP worker thread. It never contacts
 //! the upstream and never decides what is cacheable: the proxy computes the [`CacheKey`]
@@ -22,6 +25,7 @@ use tracing::{debug, error, warn};
 
 pub use entry::{CachedResponse, DecodeError, FORMAT_VERSION};
 pub use key::{CacheKey, KeyParts};
+pub use store::KeyFilter;
 use store::{CacheStore, StoreOutcome};
 
 /// Interval between sweeps that remove expired entries that no lookup has removed yet.
@@ -71,6 +75,11 @@ impl CacheActor {
     ) -> Result<CacheActor, CacheError> {
         let store = CacheStore::open(tree, &config, clock())?;
         Ok(CacheActor { store, clock })
+    }
+
+    /// The view of the cache's keys that lets a caller skip [`Lookup`] for a certain miss.
+    pub fn key_filter(&self) -> KeyFilter {
+        self.store.filter()
     }
 
     fn now(&self) -> u64 {

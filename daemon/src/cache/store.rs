@@ -3,6 +3,10 @@
 //! Every method runs synchronously and takes the current time as an argument, so the actor
 //! owns the clock and tests can move it.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
 use bytes::Bytes;
 use cco_proto::{CacheClearReply, CacheStatsReply};
 use lru::LruCache;
@@ -44,6 +48,57 @@ pub(crate) enum StoreOutcome {
     Expired,
 }
 
+/// Read-only view of which keys the cache holds, shared with the HTTP workers so that a
+/// miss is known without a message round trip to the actor. Only [`CacheStore`] writes it,
+/// in step with its index. A key it lists may still be expired or evicted a moment later,
+/// so a listed key only means "ask the actor".
+#[derive(Clone, Debug, Default)]
+pub struct KeyFilter(Arc<FilterState>);
+
+#[derive(Debug, Default)]
+struct FilterState {
+    keys: RwLock<HashSet<CacheKey>>,
+    /// Misses that [`KeyFilter::may_contain`] settled without asking the actor.
+    misses: AtomicU64,
+}
+
+impl KeyFilter {
+    /// False when the cache certainly has no entry for `key`; such a miss is counted in
+    /// the cache's stats.
+    pub fn may_contain(&self, key: &CacheKey) -> bool {
+        let listed = self
+            .0
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(key);
+        if !listed {
+            self.0.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        listed
+    }
+
+    fn misses(&self) -> u64 {
+        self.0.misses.load(Ordering::Relaxed)
+    }
+
+    fn keys(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<CacheKey>> {
+        self.0.keys.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, key: CacheKey) {
+        self.keys().insert(key);
+    }
+
+    fn remove(&self, key: &CacheKey) {
+        self.keys().remove(key);
+    }
+
+    fn clear(&self) {
+        self.keys().clear();
+    }
+}
+
 /// Index and database of the cache.
 pub(crate) struct CacheStore {
     /// Tree that contains only cache entries, keyed by the 32 bytes of [`CacheKey`].
@@ -55,6 +110,8 @@ pub(crate) struct CacheStore {
     capacity_bytes: u64,
     ttl_ms: u64,
     counters: Counters,
+    /// The keys of `index`, for readers on other threads.
+    filter: KeyFilter,
 }
 
 impl CacheStore {
@@ -75,6 +132,7 @@ impl CacheStore {
             capacity_bytes: config.capacity_bytes,
             ttl_ms: u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX),
             counters: Counters::default(),
+            filter: KeyFilter::default(),
         };
 
         let mut live = Vec::new();
@@ -122,6 +180,7 @@ impl CacheStore {
         for (_, key, entry) in live {
             store.bytes += entry.size;
             store.index.put(key, entry);
+            store.filter.insert(key);
         }
         let evicted = store.evict_to_capacity();
 
@@ -207,6 +266,7 @@ impl CacheStore {
         if let Some(replaced) = self.index.put(key, entry) {
             self.bytes -= replaced.size;
         }
+        self.filter.insert(key);
         self.bytes += size;
         self.counters.stores += 1;
 
@@ -214,6 +274,11 @@ impl CacheStore {
         // before reaching it.
         let evicted = self.evict_to_capacity();
         Ok(StoreOutcome::Stored { size, evicted })
+    }
+
+    /// The shared view of this store's keys.
+    pub(crate) fn filter(&self) -> KeyFilter {
+        self.filter.clone()
     }
 
     /// Removes every entry from the index and the tree, returning what was removed.
@@ -227,6 +292,7 @@ impl CacheStore {
             bytes: self.bytes,
         };
         self.index.clear();
+        self.filter.clear();
         self.bytes = 0;
         Ok(reply)
     }
@@ -259,7 +325,7 @@ impl CacheStore {
             capacity_bytes: self.capacity_bytes,
             ttl_secs: self.ttl_ms / 1000,
             hits: self.counters.hits,
-            misses: self.counters.misses,
+            misses: self.counters.misses + self.filter.misses(),
             stores: self.counters.stores,
             evictions: self.counters.evictions,
             expirations: self.counters.expirations,
@@ -282,6 +348,7 @@ impl CacheStore {
             let Some((key, entry)) = self.index.pop_lru() else {
                 break;
             };
+            self.filter.remove(&key);
             self.bytes -= entry.size;
             self.remove_from_tree(&key);
             evicted += 1;
@@ -294,6 +361,7 @@ impl CacheStore {
         if let Some(entry) = self.index.pop(key) {
             self.bytes -= entry.size;
         }
+        self.filter.remove(key);
         self.remove_from_tree(key);
     }
 

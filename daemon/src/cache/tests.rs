@@ -504,3 +504,59 @@ fn actor_runs_in_its_own_arbiter() {
         arbiter.join().unwrap();
     });
 }
+
+#[test]
+fn key_filter_tracks_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = open_tree(dir.path());
+    let size = encoded_len(&response_of_size(300, 1, START_MS));
+    let mut cache = CacheStore::open(tree.clone(), &config(size * 2, HOUR), START_MS).unwrap();
+    let filter = cache.filter();
+
+    assert!(!filter.may_contain(&key(1)), "empty cache");
+    cache
+        .store(key(1), &response_of_size(300, 1, START_MS), START_MS)
+        .unwrap();
+    cache
+        .store(key(2), &response_of_size(300, 2, START_MS), START_MS)
+        .unwrap();
+    assert!(filter.may_contain(&key(1)), "stored key 1");
+    assert!(filter.may_contain(&key(2)), "stored key 2");
+
+    // A third entry evicts the least recently used, key 1.
+    cache
+        .store(key(3), &response_of_size(300, 3, START_MS), START_MS)
+        .unwrap();
+    assert!(!filter.may_contain(&key(1)), "evicted key 1");
+    assert!(filter.may_contain(&key(3)), "stored key 3");
+
+    let expired_at = START_MS + HOUR.as_millis() as u64 + 1;
+    assert!(cache.lookup(&key(2), expired_at).is_none());
+    assert!(!filter.may_contain(&key(2)), "expired key 2");
+
+    cache.clear().unwrap();
+    assert!(!filter.may_contain(&key(3)), "cleared key 3");
+    // Four checks above found no entry without the store's help.
+    assert_eq!(cache.stats().misses, 1 + 4);
+
+    drop(cache);
+    let reopened = CacheStore::open(tree, &config(size * 2, HOUR), START_MS).unwrap();
+    assert!(
+        !reopened.filter().may_contain(&key(3)),
+        "nothing is left after clear"
+    );
+}
+
+#[test]
+fn key_filter_loads_with_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = open_tree(dir.path());
+    let mut cache = CacheStore::open(tree.clone(), &config(1 << 20, HOUR), START_MS).unwrap();
+    cache
+        .store(key(7), &response(b"kept", START_MS), START_MS)
+        .unwrap();
+    drop(cache);
+
+    let reopened = CacheStore::open(tree, &config(1 << 20, HOUR), START_MS).unwrap();
+    assert!(reopened.filter().may_contain(&key(7)));
+}

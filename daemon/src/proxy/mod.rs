@@ -24,7 +24,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome};
-use crate::cache::{CacheActor, CacheKey, CachedResponse, KeyParts, Lookup};
+use crate::cache::{CacheActor, CacheKey, CachedResponse, KeyFilter, KeyParts, Lookup};
 use crate::config::Secret;
 use crate::limits::{RateLimits, Scope};
 use crate::pricing::PriceTable;
@@ -40,6 +40,8 @@ const MAX_CAPTURED_BYTES: usize = 64 * 1024 * 1024;
 /// State shared by all workers.
 pub struct ProxyState {
     pub cache: Option<Addr<CacheActor>>,
+    /// The cache's key set, which settles most misses without a round trip to the actor.
+    pub cache_keys: Option<KeyFilter>,
     pub analytics: Addr<AnalyticsActor>,
     pub prices: Arc<PriceTable>,
     pub anthropic_base_url: String,
@@ -206,7 +208,13 @@ pub async fn handle(
         draft.cache = CacheOutcome::Miss;
     }
 
-    if let (Some(cache), Some(key)) = (cache, key) {
+    let listed = |key: &CacheKey| {
+        state
+            .cache_keys
+            .as_ref()
+            .is_none_or(|keys| keys.may_contain(key))
+    };
+    if let (Some(cache), Some(key)) = (cache, key.filter(listed)) {
         match cache.send(Lookup(key)).await {
             Ok(Some(hit)) => return replay(&state, draft, hit),
             Ok(None) => {}
