@@ -398,3 +398,55 @@ fn slow_client_body_times_out() {
         "a partial body must not reach the upstream"
     );
 }
+
+#[test]
+fn access_log_records_each_request() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    let headers = [("x-api-key", "sk-ant-access-log-5555")];
+    let response = http::send(daemon.addr, "POST", "/v1/messages", &headers, MESSAGE_BODY).unwrap();
+    assert_eq!(response.status, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let log = daemon.log();
+        if let Some(line) = log.lines().find(|line| line.contains(" request ")) {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no access-log line in {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for field in [
+        "method=POST",
+        "path=/v1/messages",
+        "status=200",
+        "cache=\"miss\"",
+        "model=\"claude-haiku-4-5\"",
+        "input=",
+        "output=",
+        "cost_usd=0.",
+        "latency_ms=",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    assert!(
+        !line.contains("sk-ant-access-log-5555"),
+        "credential in {line}"
+    );
+    assert!(!line.contains("\"messages\""), "request body in {line}");
+}
+
+#[cfg(unix)]
+#[test]
+fn open_config_file_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    std::fs::write(dirs.config_file(), "cache_ttl = 60\n").unwrap();
+    std::fs::set_permissions(dirs.config_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    let log = daemon.log();
+    assert!(log.contains("file is readable by other users"), "{log}");
+    assert!(log.contains("chmod 600"), "{log}");
+}
