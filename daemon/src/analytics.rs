@@ -129,6 +129,24 @@ pub struct QueryStats(pub StatsQuery);
 #[rtype(result = "Result<usize, String>")]
 pub struct Flush;
 
+/// The Prometheus text of the counters since start, with the cache's figures and the
+/// in-flight gauge supplied by the caller.
+#[derive(Message)]
+#[rtype(result = "String")]
+pub struct RenderMetrics {
+    pub cache: Option<cco_proto::CacheStatsReply>,
+    pub in_flight: i64,
+}
+
+impl Handler<RenderMetrics> for AnalyticsActor {
+    type Result = String;
+
+    fn handle(&mut self, message: RenderMetrics, _: &mut Self::Context) -> String {
+        self.metrics
+            .render(message.cache.as_ref(), message.in_flight)
+    }
+}
+
 /// Requests recorded since the daemon started.
 #[derive(Message)]
 #[rtype(result = "u64")]
@@ -140,6 +158,7 @@ pub struct AnalyticsActor {
     next_sequence: u64,
     served: u64,
     flush_interval: Duration,
+    metrics: crate::metrics::Metrics,
 }
 
 impl AnalyticsActor {
@@ -162,6 +181,7 @@ impl AnalyticsActor {
             next_sequence,
             served: 0,
             flush_interval,
+            metrics: crate::metrics::Metrics::default(),
         })
     }
 
@@ -260,6 +280,7 @@ impl Handler<Record> for AnalyticsActor {
 
     fn handle(&mut self, Record(record): Record, _: &mut Self::Context) {
         self.served += 1;
+        self.metrics.observe(&record);
         self.buffer.push(record);
         if self.buffer.len() >= MAX_BUFFERED {
             self.write_or_log();

@@ -13,6 +13,7 @@ pub mod control;
 mod fsutil;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod pricing;
 pub mod proxy;
 pub mod sse;
@@ -128,6 +129,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         client_timeout: config.client_timeout,
         access_token_hashes: config.access_token_hashes.clone(),
         rate_limits: config.rate_limit.map(limits::RateLimits::new),
+        in_flight: Arc::new(metrics::InFlightGauge::default()),
     });
     if state.rate_limits.is_some() {
         let state = state.clone();
@@ -244,6 +246,7 @@ fn bind_http(
         App::new()
             .app_data(state.clone())
             .app_data(web::Data::new(client))
+            .route("/metrics", web::get().to(proxy::metrics))
             .default_service(web::to(proxy::handle))
     })
     .workers(workers)

@@ -27,6 +27,7 @@ use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome};
 use crate::cache::{CacheActor, CacheKey, CachedResponse, KeyFilter, KeyParts, Lookup};
 use crate::config::Secret;
 use crate::limits::{RateLimits, Scope};
+use crate::metrics::InFlightGauge;
 use crate::pricing::PriceTable;
 use relay::{CacheTarget, Observer, RecordDraft, Relay};
 
@@ -52,6 +53,8 @@ pub struct ProxyState {
     /// SHA-256 digests of the accepted access tokens; empty admits every client.
     pub access_token_hashes: Vec<[u8; 32]>,
     pub rate_limits: Option<RateLimits>,
+    /// Requests in progress, for the metrics.
+    pub in_flight: Arc<InFlightGauge>,
 }
 
 /// Request header that carries the proxy's access token, as an alternative to
@@ -126,6 +129,7 @@ pub async fn handle(
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
     let started = Instant::now();
+    let in_flight = state.in_flight.enter();
     if !state.access_token_hashes.is_empty()
         && !headers::access_token_valid(request.headers(), &state.access_token_hashes)
     {
@@ -284,7 +288,8 @@ pub async fn handle(
         target,
         MAX_CAPTURED_BYTES,
         content_length.filter(|_| has_body),
-    );
+    )
+    .counted_by(in_flight);
     let relay = Relay::new(response, observer);
     match content_length {
         Some(length) => builder.body(SizedStream::new(length, relay)),
@@ -534,4 +539,26 @@ pub fn upstream_tls_config() -> rustls::ClientConfig {
         .expect("the ring provider supports the default protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth()
+}
+
+/// Serves `GET /metrics` in the Prometheus text format.
+pub async fn metrics(state: web::Data<ProxyState>) -> HttpResponse {
+    let cache = match &state.cache {
+        Some(cache) => cache.send(crate::cache::GetStats).await.ok(),
+        None => None,
+    };
+    let message = crate::analytics::RenderMetrics {
+        cache,
+        in_flight: state.in_flight.value(),
+    };
+    match state.analytics.send(message).await {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(text),
+        Err(err) => anthropic_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            &format!("cannot read the metrics: {err}; see the ccod log"),
+        ),
+    }
 }

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record, RequestRecord};
 use crate::cache::{CacheActor, CacheKey, CachedResponse, Store};
+use crate::metrics::InFlight;
 use crate::pricing::{self, PriceTable};
 use crate::sse::SseParser;
 use crate::usage::{self, StreamUsage, Usage};
@@ -123,6 +124,8 @@ pub struct Observer {
     /// Body bytes relayed so far.
     pub received_bytes: u64,
     first_byte_at: Option<Instant>,
+    /// Keeps the request counted as in flight until the body ends.
+    in_flight: Option<InFlight>,
 }
 
 /// Way the upstream body ended.
@@ -166,7 +169,14 @@ impl Observer {
             declared_length,
             received_bytes: 0,
             first_byte_at: None,
+            in_flight: None,
         }
+    }
+
+    /// Counts the request as in flight until the relay finishes.
+    pub fn counted_by(mut self, guard: InFlight) -> Self {
+        self.in_flight = Some(guard);
+        self
     }
 
     fn observe(&mut self, chunk: &Bytes) {

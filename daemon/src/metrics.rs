@@ -1,0 +1,409 @@
+//! Prometheus metrics, served as text format 0.0.4 at `GET /metrics` on the proxy port.
+//!
+//! The counters are folded from the analytics records by the `AnalyticsActor`, which
+//! already receives one per request, so the request path pays nothing for them. Cache
+//! figures come from the `CacheActor`, and the in-flight gauge from an atomic that the
+//! proxy updates. All counters start at zero when the daemon starts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use cco_proto::CacheStatsReply;
+
+use crate::analytics::RequestRecord;
+
+/// Upper bounds of the latency histogram buckets, in seconds. LLM responses take from
+/// milliseconds (cache hits) to minutes (long generations).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
+
+/// A cumulative histogram with [`LATENCY_BUCKETS`].
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum_seconds: f64,
+    total: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; LATENCY_BUCKETS.len()];
+        }
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&mut self.counts) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.sum_seconds += seconds;
+        self.total += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let separator = if labels.is_empty() { "" } else { "," };
+        for (index, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let count = self.counts.get(index).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {}",
+            self.total
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_seconds);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.total);
+    }
+}
+
+/// Counters since start, keyed by label values.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (provider, model, status, cache) to request count.
+    requests: BTreeMap<(String, String, u16, &'static str), u64>,
+    /// (model, token class) to tokens.
+    tokens: BTreeMap<(String, &'static str), u64>,
+    /// Model to cost in nano-USD, priced requests only.
+    cost: BTreeMap<String, u64>,
+    /// Model to cost avoided by cache hits, in nano-USD.
+    saved: BTreeMap<String, u64>,
+    rate_limited: u64,
+    /// Whole-request latency by cache result.
+    latency: BTreeMap<&'static str, Histogram>,
+    /// Time to the first upstream byte, for requests that went upstream.
+    upstream_ttfb: Histogram,
+}
+
+impl Metrics {
+    /// Folds one finished request into the counters.
+    pub fn observe(&mut self, record: &RequestRecord) {
+        let model = record
+            .model_priced
+            .clone()
+            .or_else(|| record.model_requested.clone())
+            .unwrap_or_default();
+        let cache = record.cache.as_header_value();
+        *self
+            .requests
+            .entry((record.provider.clone(), model.clone(), record.status, cache))
+            .or_default() += 1;
+        let tokens = &record.tokens;
+        for (class, count) in [
+            ("input", tokens.input),
+            ("output", tokens.output),
+            ("cache_write_5m", tokens.cache_write_5m),
+            ("cache_write_1h", tokens.cache_write_1h),
+            ("cache_read", tokens.cache_read),
+        ] {
+            if count > 0 {
+                *self.tokens.entry((model.clone(), class)).or_default() += count;
+            }
+        }
+        if let Some(cost) = record.cost_nano_usd.filter(|cost| *cost > 0) {
+            *self.cost.entry(model.clone()).or_default() += cost;
+        }
+        if let Some(saved) = record.saved_nano_usd.filter(|saved| *saved > 0) {
+            *self.saved.entry(model).or_default() += saved;
+        }
+        if record.outcome == crate::analytics::Outcome::RateLimited {
+            self.rate_limited += 1;
+        }
+        let seconds = record.latency_us as f64 / 1e6;
+        self.latency.entry(cache).or_default().observe(seconds);
+        if record.cache != crate::analytics::CacheOutcome::Hit && record.ttfb_us > 0 {
+            self.upstream_ttfb.observe(record.ttfb_us as f64 / 1e6);
+        }
+    }
+
+    /// Renders the counters with the cache's figures and the in-flight gauge.
+    pub fn render(&self, cache: Option<&CacheStatsReply>, in_flight: i64) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "cco_requests_total",
+            "counter",
+            "Requests finished, by provider, model, status and cache result.",
+        );
+        for ((provider, model, status, cache), count) in &self.requests {
+            let _ = writeln!(
+                out,
+                "cco_requests_total{{provider=\"{}\",model=\"{}\",status=\"{status}\",cache=\"{cache}\"}} {count}",
+                escape(provider),
+                escape(model)
+            );
+        }
+        header(
+            &mut out,
+            "cco_tokens_total",
+            "counter",
+            "Tokens billed by the upstream, by model and token class.",
+        );
+        for ((model, class), count) in &self.tokens {
+            let _ = writeln!(
+                out,
+                "cco_tokens_total{{model=\"{}\",class=\"{class}\"}} {count}",
+                escape(model)
+            );
+        }
+        header(
+            &mut out,
+            "cco_cost_usd_total",
+            "counter",
+            "Cost of priced requests in US dollars, by model.",
+        );
+        for (model, nano) in &self.cost {
+            let _ = writeln!(
+                out,
+                "cco_cost_usd_total{{model=\"{}\"}} {}",
+                escape(model),
+                dollars(*nano)
+            );
+        }
+        header(
+            &mut out,
+            "cco_saved_usd_total",
+            "counter",
+            "Cost that cache hits avoided in US dollars, by model.",
+        );
+        for (model, nano) in &self.saved {
+            let _ = writeln!(
+                out,
+                "cco_saved_usd_total{{model=\"{}\"}} {}",
+                escape(model),
+                dollars(*nano)
+            );
+        }
+        header(
+            &mut out,
+            "cco_rate_limited_total",
+            "counter",
+            "Requests rejected by the proxy's rate limit.",
+        );
+        let _ = writeln!(out, "cco_rate_limited_total {}", self.rate_limited);
+        header(
+            &mut out,
+            "cco_request_duration_seconds",
+            "histogram",
+            "Time from request to the end of the response, by cache result.",
+        );
+        for (cache, histogram) in &self.latency {
+            histogram.render(
+                &mut out,
+                "cco_request_duration_seconds",
+                &format!("cache=\"{cache}\""),
+            );
+        }
+        header(
+            &mut out,
+            "cco_upstream_ttfb_seconds",
+            "histogram",
+            "Time from request to the first upstream response byte.",
+        );
+        self.upstream_ttfb
+            .render(&mut out, "cco_upstream_ttfb_seconds", "");
+        header(
+            &mut out,
+            "cco_in_flight_requests",
+            "gauge",
+            "Requests in progress, open streams included.",
+        );
+        let _ = writeln!(out, "cco_in_flight_requests {in_flight}");
+        if let Some(cache) = cache {
+            for (name, kind, help, value) in [
+                (
+                    "cco_cache_entries",
+                    "gauge",
+                    "Entries in the response cache.",
+                    cache.entries,
+                ),
+                (
+                    "cco_cache_bytes",
+                    "gauge",
+                    "Bytes stored in the response cache.",
+                    cache.bytes,
+                ),
+                (
+                    "cco_cache_capacity_bytes",
+                    "gauge",
+                    "Capacity of the response cache in bytes.",
+                    cache.capacity_bytes,
+                ),
+                (
+                    "cco_cache_hits_total",
+                    "counter",
+                    "Cache lookups that found an entry.",
+                    cache.hits,
+                ),
+                (
+                    "cco_cache_misses_total",
+                    "counter",
+                    "Cache lookups that found none.",
+                    cache.misses,
+                ),
+                (
+                    "cco_cache_stores_total",
+                    "counter",
+                    "Responses stored in the cache.",
+                    cache.stores,
+                ),
+                (
+                    "cco_cache_evictions_total",
+                    "counter",
+                    "Entries evicted to stay within the capacity.",
+                    cache.evictions,
+                ),
+                (
+                    "cco_cache_expirations_total",
+                    "counter",
+                    "Entries removed after their TTL.",
+                    cache.expirations,
+                ),
+            ] {
+                header(&mut out, name, kind, help);
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value as the text format requires: backslash, quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn dollars(nano: u64) -> String {
+    format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
+}
+
+/// Requests in progress, counted by [`InFlight::enter`] guards.
+#[derive(Debug, Default)]
+pub struct InFlightGauge(AtomicI64);
+
+impl InFlightGauge {
+    /// Counts one request until the returned guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    pub fn value(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Guard of one request counted in an [`InFlightGauge`].
+pub struct InFlight(Arc<InFlightGauge>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::{CacheOutcome, Outcome};
+    use cco_proto::TokenCounts;
+
+    fn record(cache: CacheOutcome, latency_us: u64) -> RequestRecord {
+        RequestRecord {
+            time_unix_ms: 0,
+            provider: "anthropic".into(),
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            model_requested: Some("claude-haiku-4-5".into()),
+            model_response: None,
+            model_priced: Some("claude-haiku-4-5".into()),
+            status: 200,
+            outcome: Outcome::Completed,
+            stream: false,
+            cache,
+            latency_us,
+            ttfb_us: latency_us / 2,
+            tokens: TokenCounts {
+                input: 10,
+                output: 4,
+                ..TokenCounts::default()
+            },
+            cost_nano_usd: Some(30_000),
+            saved_nano_usd: None,
+            credential: None,
+        }
+    }
+
+    #[test]
+    fn render_counts_requests_and_buckets() {
+        let mut metrics = Metrics::default();
+        metrics.observe(&record(CacheOutcome::Miss, 3_000));
+        metrics.observe(&record(CacheOutcome::Miss, 700_000));
+        let text = metrics.render(None, 2);
+        assert!(text.contains(
+            "cco_requests_total{provider=\"anthropic\",model=\"claude-haiku-4-5\",status=\"200\",cache=\"miss\"} 2\n"
+        ), "{text}");
+        assert!(
+            text.contains("cco_tokens_total{model=\"claude-haiku-4-5\",class=\"input\"} 20\n"),
+            "{text}"
+        );
+        // 2 requests at 30,000 nano-USD each.
+        assert!(
+            text.contains("cco_cost_usd_total{model=\"claude-haiku-4-5\"} 0.000060000\n"),
+            "{text}"
+        );
+        // 3 ms falls in the 5 ms bucket and above; 700 ms only from the 1 s bucket on.
+        assert!(
+            text.contains("cco_request_duration_seconds_bucket{cache=\"miss\",le=\"0.0025\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cco_request_duration_seconds_bucket{cache=\"miss\",le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cco_request_duration_seconds_bucket{cache=\"miss\",le=\"1\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cco_request_duration_seconds_bucket{cache=\"miss\",le=\"+Inf\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("cco_in_flight_requests 2\n"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn gauge_follows_guards() {
+        let gauge = Arc::new(InFlightGauge::default());
+        let first = gauge.enter();
+        let second = gauge.enter();
+        assert_eq!(gauge.value(), 2);
+        drop(first);
+        assert_eq!(gauge.value(), 1);
+        drop(second);
+        assert_eq!(gauge.value(), 0);
+    }
+}
