@@ -90,10 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         })?;
 
     let mut arbiters = Vec::new();
-    let analytics_tree = db
-        .open_tree("records")
-        .context("cannot open the analytics tree")?;
-    let analytics_actor = AnalyticsActor::new(analytics_tree, config.analytics_flush_interval)
+    let analytics_actor = AnalyticsActor::new(&db, config.analytics_flush_interval)
         .context("cannot read the analytics store")?;
     let arbiter = Arbiter::new();
     let analytics = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| analytics_actor);

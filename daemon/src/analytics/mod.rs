@@ -1,7 +1,7 @@
 //! `AnalyticsActor`: owns the per-request usage records.
 //!
-//! State: the sled tree `records`, a buffer of records not yet written, and counters since
-//! start. Messages: [`Record`] (fire-and-forget from the proxy), [`QueryStats`], [`Flush`],
+//! State: the sled trees `records` and `rollups` (daily totals, see [`rollup`]), a buffer
+//! of records not yet written, and counters since start. Messages: [`Record`] (fire-and-forget from the proxy), [`QueryStats`], [`Flush`],
 //! [`GetServed`]. The buffer is written as one sled batch every flush interval and on
 //! [`Flush`], so the request path never waits on disk. After each batch the tree is
 //! flushed, so a crash loses at most the records of the last interval.
@@ -9,12 +9,16 @@
 //! Keys are the record time in milliseconds followed by a sequence number, both big-endian,
 //! so a time range is a key range. Values are JSON [`RequestRecord`]s.
 
+mod rollup;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
 use cco_proto::{ModelTotals, StatsQuery, StatsReply, TokenCounts, UsageTotals};
 use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionError;
+use sled::Transactional;
 use tracing::{debug, error, info, warn};
 
 /// Buffered records that trigger a write before the interval ends.
@@ -86,7 +90,7 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     /// Returns the model that a stats row groups this record under.
-    fn model_label(&self) -> String {
+    pub(crate) fn model_label(&self) -> String {
         self.model_priced
             .clone()
             .or_else(|| self.model_response.clone())
@@ -94,7 +98,7 @@ impl RequestRecord {
             .unwrap_or_else(|| "(no model)".to_owned())
     }
 
-    fn add_to(&self, totals: &mut UsageTotals) {
+    pub(crate) fn add_to(&self, totals: &mut UsageTotals) {
         totals.requests += 1;
         if self.cache == CacheOutcome::Hit {
             totals.cache_hits += 1;
@@ -154,6 +158,8 @@ pub struct GetServed;
 
 pub struct AnalyticsActor {
     tree: sled::Tree,
+    /// Daily totals of `tree`, see [`rollup`].
+    rollups: sled::Tree,
     buffer: Vec<RequestRecord>,
     next_sequence: u64,
     served: u64,
@@ -162,21 +168,30 @@ pub struct AnalyticsActor {
 }
 
 impl AnalyticsActor {
-    /// Opens the actor over `tree`, continuing the key sequence of the records already there.
-    pub fn new(tree: sled::Tree, flush_interval: Duration) -> Result<Self, sled::Error> {
+    /// Opens the actor over the trees `records` and `rollups` of `db`, continuing the key
+    /// sequence of the records already there. Rollups missing beside existing records are
+    /// rebuilt from them.
+    pub fn new(db: &sled::Db, flush_interval: Duration) -> Result<Self, sled::Error> {
+        let tree = db.open_tree("records")?;
+        let rollups = db.open_tree("rollups")?;
         let next_sequence = match tree.last()? {
             Some((key, _)) if key.len() == 16 => {
                 u64::from_be_bytes(key[8..16].try_into().expect("slice of 8 bytes")) + 1
             }
             _ => 0,
         };
+        if rollups.is_empty() && !tree.is_empty() {
+            rebuild_rollups(&tree, &rollups)?;
+        }
         info!(
             actor = "analytics",
             records = tree.len(),
+            rollups = rollups.len(),
             "opened analytics store"
         );
         Ok(Self {
             tree,
+            rollups,
             buffer: Vec::new(),
             next_sequence,
             served: 0,
@@ -185,20 +200,47 @@ impl AnalyticsActor {
         })
     }
 
+    /// Writes the buffered records and adds them to their rollups in one transaction, so
+    /// the two never disagree, then flushes sled.
     fn write_buffer(&mut self) -> Result<usize, sled::Error> {
         if self.buffer.is_empty() {
             return Ok(0);
         }
-        let mut batch = sled::Batch::default();
+        let mut records = Vec::with_capacity(self.buffer.len());
         for record in &self.buffer {
             let mut key = [0u8; 16];
             key[..8].copy_from_slice(&record.time_unix_ms.to_be_bytes());
             key[8..].copy_from_slice(&self.next_sequence.to_be_bytes());
             self.next_sequence += 1;
             let value = serde_json::to_vec(record).expect("records serialize to JSON");
-            batch.insert(&key[..], value);
+            records.push((key, value));
         }
-        self.tree.apply_batch(batch)?;
+        let groups: Vec<(Vec<u8>, UsageTotals)> = rollup::sum_by_group(&self.buffer)
+            .into_iter()
+            .map(|(group, totals)| (group.key(), totals))
+            .collect();
+        (&self.tree, &self.rollups)
+            .transaction(|(tree, rollups)| {
+                for (key, value) in &records {
+                    tree.insert(&key[..], value.as_slice())?;
+                }
+                for (key, added) in &groups {
+                    let mut totals = match rollups.get(key)? {
+                        Some(stored) => decode_rollup(&stored),
+                        None => UsageTotals::default(),
+                    };
+                    rollup::add_totals(&mut totals, added);
+                    let value = serde_json::to_vec(&totals).expect("totals serialize to JSON");
+                    rollups.insert(key.as_slice(), value)?;
+                }
+                Ok(())
+            })
+            .map_err(|err: TransactionError<()>| match err {
+                TransactionError::Storage(err) => err,
+                TransactionError::Abort(()) => {
+                    sled::Error::Unsupported("the analytics transaction aborted".to_owned())
+                }
+            })?;
         self.tree.flush()?;
         let written = self.buffer.len();
         // The batch is durable now; only then may the records leave memory.
@@ -215,24 +257,48 @@ impl AnalyticsActor {
         }
     }
 
+    /// Totals over the query's range: whole days come from the rollups, and the partial
+    /// days at either end from the records themselves.
     fn stats(&self, query: &StatsQuery) -> Result<StatsReply, sled::Error> {
-        let start = query.since_unix_ms.unwrap_or(0).to_be_bytes();
-        let mut total = UsageTotals::default();
-        let mut by_model: HashMap<(String, bool), UsageTotals> = HashMap::new();
+        let since = query.since_unix_ms.unwrap_or(0);
+        let until = query.until_unix_ms.unwrap_or(u64::MAX);
+        let first_full_day = since.div_ceil(rollup::DAY_MS);
+        let end_full_day = until / rollup::DAY_MS + u64::from(query.until_unix_ms.is_none());
+        let mut sums = Sums::default();
+        if first_full_day < end_full_day {
+            let full_start = first_full_day.saturating_mul(rollup::DAY_MS);
+            let full_end = end_full_day.saturating_mul(rollup::DAY_MS);
+            self.add_records(since, full_start, &mut sums)?;
+            self.add_rollups(first_full_day, end_full_day, &mut sums)?;
+            if query.until_unix_ms.is_some() {
+                self.add_records(full_end, until, &mut sums)?;
+            }
+        } else {
+            self.add_records(since, until, &mut sums)?;
+        }
+        Ok(sums.into_reply(query))
+    }
+
+    /// Adds the records with `since <= time < until`.
+    fn add_records(&self, since: u64, until: u64, sums: &mut Sums) -> Result<(), sled::Error> {
         let mut undecodable = 0u64;
-        for entry in self.tree.range(&start[..]..) {
+        for entry in self.tree.range(&since.to_be_bytes()[..]..) {
             let (key, value) = entry?;
             let time = u64::from_be_bytes(key[..8].try_into().unwrap_or([0; 8]));
-            if query.until_unix_ms.is_some_and(|until| time >= until) {
+            if time >= until {
                 break;
             }
             let Ok(record) = serde_json::from_slice::<RequestRecord>(&value) else {
                 undecodable += 1;
                 continue;
             };
-            record.add_to(&mut total);
-            let priced = record.cost_nano_usd.is_some();
-            record.add_to(by_model.entry((record.model_label(), priced)).or_default());
+            let mut totals = UsageTotals::default();
+            record.add_to(&mut totals);
+            sums.add(
+                record.model_label(),
+                record.cost_nano_usd.is_some(),
+                &totals,
+            );
         }
         if undecodable > 0 {
             warn!(
@@ -240,7 +306,85 @@ impl AnalyticsActor {
                 undecodable, "skipped undecodable analytics records"
             );
         }
-        let mut rows: Vec<ModelTotals> = by_model
+        Ok(())
+    }
+
+    /// Adds the rollups of the days `first_day <= day < end_day`.
+    fn add_rollups(
+        &self,
+        first_day: u64,
+        end_day: u64,
+        sums: &mut Sums,
+    ) -> Result<(), sled::Error> {
+        let first = u32::try_from(first_day).unwrap_or(u32::MAX).to_be_bytes();
+        for entry in self.rollups.range(&first[..]..) {
+            let (key, value) = entry?;
+            let Some(group) = rollup::RollupGroup::from_key(&key) else {
+                warn!(actor = "analytics", key = %hex::encode(&key), "skipped an undecodable rollup key");
+                continue;
+            };
+            if u64::from(group.day) >= end_day {
+                break;
+            }
+            sums.add(group.model, group.priced, &decode_rollup(&value));
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a stored rollup. Only this actor writes them, so a value that does not decode
+/// means a damaged database; it is logged and counted as empty.
+fn decode_rollup(value: &[u8]) -> UsageTotals {
+    serde_json::from_slice(value).unwrap_or_else(|err| {
+        error!(actor = "analytics", error = %err, "skipped an undecodable rollup value");
+        UsageTotals::default()
+    })
+}
+
+/// Rebuilds every rollup from the records, for a store written before rollups existed.
+fn rebuild_rollups(tree: &sled::Tree, rollups: &sled::Tree) -> Result<(), sled::Error> {
+    let mut groups: HashMap<Vec<u8>, UsageTotals> = HashMap::new();
+    for entry in tree.iter() {
+        let (_, value) = entry?;
+        if let Ok(record) = serde_json::from_slice::<RequestRecord>(&value) {
+            let totals = groups
+                .entry(rollup::RollupGroup::of(&record).key())
+                .or_default();
+            record.add_to(totals);
+        }
+    }
+    let mut batch = sled::Batch::default();
+    for (key, totals) in &groups {
+        batch.insert(
+            key.as_slice(),
+            serde_json::to_vec(totals).expect("totals serialize to JSON"),
+        );
+    }
+    rollups.apply_batch(batch)?;
+    info!(
+        actor = "analytics",
+        rollups = groups.len(),
+        "rebuilt analytics rollups"
+    );
+    Ok(())
+}
+
+/// Totals of a stats query while it is computed.
+#[derive(Default)]
+struct Sums {
+    total: UsageTotals,
+    by_model: HashMap<(String, bool), UsageTotals>,
+}
+
+impl Sums {
+    fn add(&mut self, model: String, priced: bool, totals: &UsageTotals) {
+        rollup::add_totals(&mut self.total, totals);
+        rollup::add_totals(self.by_model.entry((model, priced)).or_default(), totals);
+    }
+
+    fn into_reply(self, query: &StatsQuery) -> StatsReply {
+        let mut rows: Vec<ModelTotals> = self
+            .by_model
             .into_iter()
             .map(|((model, priced), totals)| ModelTotals {
                 model,
@@ -254,12 +398,12 @@ impl AnalyticsActor {
                 .cmp(&a.totals.cost_nano_usd)
                 .then_with(|| a.model.cmp(&b.model))
         });
-        Ok(StatsReply {
+        StatsReply {
             since_unix_ms: query.since_unix_ms,
             until_unix_ms: query.until_unix_ms,
-            total,
+            total: self.total,
             by_model: rows,
-        })
+        }
     }
 }
 
@@ -358,8 +502,7 @@ mod tests {
     /// arbiter releases the tree.
     fn start_on_arbiter(path: &std::path::Path) -> (Addr<AnalyticsActor>, Arbiter) {
         let db = sled::open(path).unwrap();
-        let actor =
-            AnalyticsActor::new(db.open_tree("records").unwrap(), Duration::from_secs(60)).unwrap();
+        let actor = AnalyticsActor::new(&db, Duration::from_secs(60)).unwrap();
         let arbiter = Arbiter::new();
         let addr = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         (addr, arbiter)
@@ -407,11 +550,99 @@ mod tests {
         assert!(!stats.by_model[1].priced);
     }
 
+    /// Stats of `records` computed one by one, the reference for the rollup path.
+    fn brute_force(records: &[RequestRecord], since: u64, until: u64) -> UsageTotals {
+        let mut totals = UsageTotals::default();
+        for record in records {
+            if (since..until).contains(&record.time_unix_ms) {
+                record.add_to(&mut totals);
+            }
+        }
+        totals
+    }
+
+    #[actix::test]
+    async fn rollups_match_record_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actor, _arbiter) = start_on_arbiter(dir.path());
+        let day = rollup::DAY_MS;
+        let mut records = Vec::new();
+        // Three records a day, at 1 h, 12 h and 23 h, over five days from day 20,000.
+        for index in 0..15u64 {
+            let time =
+                20_000 * day + (index / 3) * day + [1, 12, 23][(index % 3) as usize] * 3_600_000;
+            let cost = (index % 4 != 0).then_some(100 + index);
+            let cache = if index % 5 == 0 {
+                CacheOutcome::Hit
+            } else {
+                CacheOutcome::Miss
+            };
+            let model = if index % 2 == 0 {
+                "claude-haiku-4-5"
+            } else {
+                "claude-opus-4-1"
+            };
+            let record = record(time, model, cost, cache);
+            actor.do_send(Record(record.clone()));
+            records.push(record);
+        }
+        let first = 20_000 * day;
+        let ranges = [
+            (None, None),
+            (Some(first), None),
+            (
+                Some(first + 6 * 3_600_000),
+                Some(first + 3 * day + 13 * 3_600_000),
+            ),
+            (Some(first + day), Some(first + 3 * day)),
+            (Some(first + 2 * 3_600_000), Some(first + 5 * 3_600_000)),
+            (None, Some(first + 2 * day + 1)),
+        ];
+        for (since, until) in ranges {
+            let query = StatsQuery {
+                since_unix_ms: since,
+                until_unix_ms: until,
+            };
+            let stats = actor.send(QueryStats(query)).await.unwrap().unwrap();
+            let expected = brute_force(&records, since.unwrap_or(0), until.unwrap_or(u64::MAX));
+            assert_eq!(stats.total, expected, "range {since:?}..{until:?}");
+            let row_requests: u64 = stats.by_model.iter().map(|row| row.totals.requests).sum();
+            assert_eq!(
+                row_requests, expected.requests,
+                "rows of {since:?}..{until:?}"
+            );
+        }
+    }
+
+    #[actix::test]
+    async fn missing_rollups_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actor, arbiter) = start_on_arbiter(dir.path());
+        for time in [1000, 2000, 3000] {
+            actor.do_send(Record(record(time, "m", Some(5), CacheOutcome::Miss)));
+        }
+        actor.send(Flush).await.unwrap().unwrap();
+        arbiter.stop();
+        arbiter.join().unwrap();
+
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("rollups").unwrap().clear().unwrap();
+        drop(db);
+        let (actor, _arbiter) = start_on_arbiter(dir.path());
+        let stats = actor
+            .send(QueryStats(StatsQuery::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stats.total.requests, 3);
+        assert_eq!(stats.total.cost_nano_usd, 15);
+    }
+
     #[actix::test]
     async fn stats_filter_time_range() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let actor = AnalyticsActor::new(db.open_tree("records").unwrap(), Duration::from_secs(60))
+        let actor = AnalyticsActor::new(&db, Duration::from_secs(60))
             .unwrap()
             .start();
         for time in [1000, 2000, 3000, 4000] {
