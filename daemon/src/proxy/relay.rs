@@ -22,13 +22,15 @@ use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record, RequestRec
 use crate::cache::{CacheActor, CacheKey, CachedResponse, Store};
 use crate::pricing::{self, PriceTable};
 use crate::sse::SseParser;
-use crate::usage::{self, StreamUsage, Usage};
+use crate::usage::{StreamTracker, Usage, UsageFormat};
 
 /// The facts about a request known before the upstream answers.
 #[derive(Debug, Clone)]
 pub struct RecordDraft {
     pub started: Instant,
     pub time_unix_ms: u64,
+    /// Name of the upstream: `anthropic`, `openai` or a `[[providers]]` name.
+    pub provider: String,
     pub method: String,
     pub path: String,
     pub model_requested: Option<String>,
@@ -49,10 +51,10 @@ impl RecordDraft {
     ) -> RequestRecord {
         let usage = usage.unwrap_or_default();
         let model = usage.model.as_deref().or(self.model_requested.as_deref());
-        let (model_priced, cost_nano_usd) = price(prices, model, &usage.tokens);
+        let (model_priced, cost_nano_usd) = price(prices, &self.provider, model, &usage.tokens);
         RequestRecord {
             time_unix_ms: self.time_unix_ms,
-            provider: "anthropic".to_owned(),
+            provider: self.provider,
             method: self.method,
             path: self.path,
             model_requested: self.model_requested,
@@ -68,6 +70,7 @@ impl RecordDraft {
             cost_nano_usd,
             saved_nano_usd: None,
             credential: self.credential,
+            usage_missing: false,
         }
     }
 }
@@ -76,14 +79,16 @@ pub fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Prices `tokens` of `model`. Returns the price row's id and the cost; the cost is `None`
-/// (unpriced) only when tokens were used by a model the table does not know.
+/// Prices `tokens` of `model` with the rows of `provider`. Returns the price row's id and
+/// the cost. The cost is `None` (unpriced) only when tokens were used by a model the table
+/// does not know.
 pub fn price(
     prices: &PriceTable,
+    provider: &str,
     model: Option<&str>,
     tokens: &TokenCounts,
 ) -> (Option<String>, Option<u64>) {
-    match model.and_then(|model| prices.resolve(model)) {
+    match model.and_then(|model| prices.resolve(provider, model)) {
         Some(row) => (Some(row.id.clone()), Some(pricing::cost(row, tokens))),
         None if tokens.total() == 0 => (None, Some(0)),
         None => (None, None),
@@ -106,10 +111,11 @@ pub struct Observer {
     pub status: u16,
     /// Time at which the response headers arrived.
     pub headers_at: Instant,
-    /// Set for `/v1/messages`, whose responses carry usage.
-    pub reads_usage: bool,
-    /// `Some` for an event stream.
-    pub sse: Option<(SseParser, StreamUsage)>,
+    /// Usage format of the endpoint, or `None` for one whose responses carry no usage.
+    pub usage_format: Option<UsageFormat>,
+    /// `Some` for an event stream of an endpoint that reports usage.
+    pub sse: Option<(SseParser, StreamTracker)>,
+    pub is_stream: bool,
     pub cache: Option<CacheTarget>,
     /// Copy of the body, kept while it fits `capture_limit`.
     pub captured: BytesMut,
@@ -136,21 +142,25 @@ impl Observer {
         prices: Arc<PriceTable>,
         analytics: Addr<AnalyticsActor>,
         status: u16,
-        reads_usage: bool,
+        usage_format: Option<UsageFormat>,
         is_stream: bool,
         cache: Option<CacheTarget>,
         capture_limit: usize,
     ) -> Self {
         // A JSON body is collected to read its usage even when it is not cached.
-        let capture = cache.is_some() || (reads_usage && !is_stream);
+        let capture = cache.is_some() || (usage_format.is_some() && !is_stream);
+        let sse = usage_format
+            .filter(|_| is_stream)
+            .map(|format| (SseParser::new(), format.stream_tracker()));
         Self {
             draft,
             prices,
             analytics,
             status,
             headers_at: Instant::now(),
-            reads_usage,
-            sse: is_stream.then(|| (SseParser::new(), StreamUsage::default())),
+            usage_format,
+            sse,
+            is_stream,
             cache,
             captured: BytesMut::new(),
             capture,
@@ -164,9 +174,7 @@ impl Observer {
             self.first_byte_at = Some(Instant::now());
         }
         if let Some((parser, stream)) = &mut self.sse {
-            if self.reads_usage {
-                parser.feed(chunk, |event| stream.observe(&event));
-            }
+            parser.feed(chunk, |event| stream.observe(&event));
         }
         if self.capture {
             if self.captured.len() + chunk.len() > self.capture_limit {
@@ -179,19 +187,21 @@ impl Observer {
         }
     }
 
-    /// True for a Messages API response that ended early. awc 3.11 reports a connection that
-    /// closes between two chunks as a clean end of the body, so the relay checks the body
-    /// itself: an event stream must end with `message_stop` or an `error` event, and a 2xx
+    /// True for a response of an endpoint that reports usage that ended early. awc 3.11
+    /// reports a connection that closes between two chunks as a clean end of the body, so
+    /// the relay checks the body itself: an event stream must end with its terminal event
+    /// (`message_stop`, `data: [DONE]` or `response.completed`) or an error event, and a 2xx
     /// JSON body must parse.
     /// NOTE: bodies of other paths have no such check, so a cut chunked body there still
     /// reaches the client as complete.
     fn stream_cut(&self) -> bool {
         match &self.sse {
             Some((parser, stream)) => {
-                self.reads_usage && !parser.overflowed() && !stream.saw_stop && !stream.saw_error
+                !parser.overflowed() && !stream.saw_end() && !stream.saw_error()
             }
             None => {
-                self.reads_usage
+                self.usage_format.is_some()
+                    && !self.is_stream
                     && self.capture
                     && (200..300).contains(&self.status)
                     && serde_json::from_slice::<serde::de::IgnoredAny>(&self.captured).is_err()
@@ -201,28 +211,34 @@ impl Observer {
 
     fn finish(self, end: End) {
         let success = (200..300).contains(&self.status);
-        let (usage, cacheable) = match &self.sse {
-            Some((parser, stream)) => {
-                let usage = stream.saw_usage.then(|| stream.usage.clone());
-                let complete = stream.saw_stop && !stream.saw_error && !parser.overflowed();
-                (usage, complete)
+        let (usage, cacheable) = match (&self.sse, self.usage_format) {
+            (Some((parser, stream)), _) => {
+                let complete = stream.saw_end() && !stream.saw_error() && !parser.overflowed();
+                (stream.usage(), complete)
             }
-            None if self.reads_usage && self.capture && end == End::Complete => {
-                let usage = usage::from_message_body(&self.captured);
+            (None, Some(format)) if !self.is_stream && self.capture && end == End::Complete => {
+                let usage = format.from_body(&self.captured);
                 let parsed = usage.is_some();
                 (usage, parsed)
             }
-            None => (None, end == End::Complete),
+            (None, _) => (None, end == End::Complete),
         };
+        // A stream whose usage never came has an unknown cost, which is not $0. The parser
+        // gives up on an overlong line, so an overflowed stream counts too.
+        let usage_missing = success && self.sse.is_some() && usage.is_none();
         let outcome = match end {
             End::Complete => Outcome::Completed,
             End::UpstreamFailed => Outcome::UpstreamFailed,
             End::ClientGone => Outcome::ClientDisconnected,
         };
         let ttfb = self.first_byte_at.unwrap_or(self.headers_at) - self.draft.started;
-        let record = self
+        let mut record = self
             .draft
             .finish(&self.prices, self.status, outcome, usage, ttfb);
+        if usage_missing {
+            record.usage_missing = true;
+            record.cost_nano_usd = None;
+        }
         if let Some(target) = self.cache {
             if success && end == End::Complete && cacheable && self.capture {
                 target.cache.do_send(Store {
@@ -231,7 +247,7 @@ impl Observer {
                         status: self.status,
                         headers: target.headers,
                         body: self.captured.freeze(),
-                        is_stream: self.sse.is_some(),
+                        is_stream: self.is_stream,
                         model: record
                             .model_priced
                             .clone()
@@ -256,13 +272,19 @@ fn usd(nano: u64) -> String {
 /// The line carries no header, body or credential, only the hash prefix.
 pub fn submit(analytics: &Addr<AnalyticsActor>, record: RequestRecord) {
     let tokens = &record.tokens;
-    info!(actor = "proxy", method = %record.method, path = %record.path,
+    let cost = match record.cost_nano_usd {
+        Some(cost) => usd(cost),
+        None if record.usage_missing => "unknown: no usage in the stream".to_owned(),
+        None => "unpriced".to_owned(),
+    };
+    info!(actor = "proxy", provider = %record.provider, method = %record.method,
+        path = %record.path,
         status = record.status, outcome = ?record.outcome,
         cache = record.cache.as_header_value(),
         model = record.model_priced.as_deref().or(record.model_requested.as_deref()).unwrap_or("-"),
         input = tokens.input, output = tokens.output, cache_write_5m = tokens.cache_write_5m,
         cache_write_1h = tokens.cache_write_1h, cache_read = tokens.cache_read,
-        cost_usd = %record.cost_nano_usd.map_or_else(|| "unpriced".to_owned(), usd),
+        cost_usd = %cost,
         latency_ms = record.latency_us as f64 / 1000.0,
         credential = record.credential.as_deref().unwrap_or("-"), "request");
     analytics.do_send(Record(record));
@@ -308,8 +330,9 @@ where
             }
             Poll::Ready(None) => match this.observer.take() {
                 Some(observer) if observer.stream_cut() => {
-                    warn!(actor = "proxy", path = %observer.draft.path,
-                        "upstream ended the event stream before message_stop; closing the client connection");
+                    warn!(actor = "proxy", provider = %observer.draft.provider,
+                        path = %observer.draft.path,
+                        "upstream ended the response before its end; closing the client connection");
                     observer.finish(End::UpstreamFailed);
                     // An error makes actix-web close the connection without the last chunk,
                     // so the client sees the cut instead of a complete body.
