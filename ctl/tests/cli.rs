@@ -216,6 +216,7 @@ mod with_fake_daemon {
             cache_hits: 4,
             errors: 1,
             unpriced_requests: 0,
+            streams_without_usage: 0,
             rate_limited: 0,
             tokens: TokenCounts {
                 input: 1_000,

@@ -8,8 +8,15 @@ use std::time::Duration;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::pricing::{ModelRows, PriceError, PriceTable};
+
 /// Upstream used when nothing else is configured.
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// OpenAI upstream used when nothing else is configured. OpenAI's paths start with `/v1`,
+/// so the base URL has none.
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com";
+/// Path prefix under which any request goes to the OpenAI upstream, with the prefix removed.
+pub const OPENAI_PREFIX: &str = "/openai";
 
 /// Command-line flags of `ccod`. Each flag except `--config` and `--test-config` also reads a
 /// `CCO_*` environment variable and a key of the same name (with `_`) in `config.toml`.
@@ -17,7 +24,7 @@ pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 #[command(
     name = "ccod",
     version,
-    about = "CCO daemon: a caching, cost-tracking proxy for the Anthropic API"
+    about = "CCO daemon: a caching, cost-tracking proxy for the Anthropic and OpenAI APIs"
 )]
 pub struct Args {
     /// Address to listen on [default: 127.0.0.1]
@@ -58,6 +65,11 @@ pub struct Args {
     /// Base URL of the Anthropic API [default: https://api.anthropic.com]
     #[arg(long, env = "CCO_ANTHROPIC_BASE_URL", value_name = "URL")]
     pub anthropic_base_url: Option<String>,
+
+    /// Base URL of the OpenAI API, without the /v1 that OpenAI's paths start with
+    /// [default: https://api.openai.com]
+    #[arg(long, env = "CCO_OPENAI_BASE_URL", value_name = "URL")]
+    pub openai_base_url: Option<String>,
 
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
     /// "ccod=debug" [default: info]
@@ -114,6 +126,7 @@ struct FileConfig {
     cache_ttl: Option<u64>,
     no_cache: Option<bool>,
     anthropic_base_url: Option<String>,
+    openai_base_url: Option<String>,
     log_level: Option<String>,
     log_file: Option<PathBuf>,
     max_connections: Option<usize>,
@@ -125,6 +138,20 @@ struct FileConfig {
     client_timeout: Option<u64>,
     proxy: Option<ProxySection>,
     rate_limiting: Option<RateLimitSection>,
+    #[serde(default)]
+    providers: Vec<ProviderSection>,
+}
+
+/// One `[[providers]]` table in `config.toml`: an OpenAI-compatible upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderSection {
+    name: String,
+    prefix: String,
+    base_url: String,
+    api_key_env: Option<String>,
+    #[serde(default)]
+    models: ModelRows,
 }
 
 /// `[proxy]` in `config.toml`.
@@ -189,6 +216,12 @@ pub struct Config {
     pub anthropic_base_url: String,
     /// Key sent upstream for clients that send none, from `ANTHROPIC_API_KEY`.
     pub anthropic_api_key: Option<Secret>,
+    /// Base URL of the OpenAI API without a trailing slash.
+    pub openai_base_url: String,
+    /// Key sent to OpenAI for clients that send none, from `OPENAI_API_KEY`.
+    pub openai_api_key: Option<Secret>,
+    /// The `[[providers]]` of the config file, in file order.
+    pub providers: Vec<ProviderConfig>,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
     pub max_connections: usize,
@@ -203,6 +236,24 @@ pub struct Config {
     /// SHA-256 digests of the access tokens; empty means no client authentication.
     pub access_token_hashes: Vec<[u8; 32]>,
     pub rate_limit: Option<crate::limits::RateLimitConfig>,
+}
+
+/// An OpenAI-compatible upstream from a `[[providers]]` table.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Name recorded as the provider of its requests, such as `ollama`.
+    pub name: String,
+    /// Path prefix that selects this provider, such as `/ollama`. It is removed before the
+    /// request is forwarded.
+    pub prefix: String,
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// Environment variable that contains the key sent for clients that send none.
+    pub api_key_env: Option<String>,
+    /// The value of `api_key_env` when it is set and not empty.
+    pub api_key: Option<Secret>,
+    /// Prices of the provider's models, all with this provider's name.
+    pub prices: PriceTable,
 }
 
 /// A configuration that cannot be used, with the value at fault and the fix.
@@ -225,6 +276,11 @@ pub enum ConfigError {
     NoHome {
         what: &'static str,
         flag: &'static str,
+    },
+    #[error("invalid config file {path}: {error}")]
+    Prices {
+        path: PathBuf,
+        error: Box<PriceError>,
     },
 }
 
@@ -253,6 +309,7 @@ impl Config {
             })?,
         };
 
+        let providers = parse_providers(file.providers, config_file.as_deref())?;
         let config = Config {
             host: args
                 .host
@@ -267,15 +324,22 @@ impl Config {
             cache_size_mb: args.cache_size.or(file.cache_size).unwrap_or(500),
             cache_ttl: Duration::from_secs(args.cache_ttl.or(file.cache_ttl).unwrap_or(3600)),
             anthropic_base_url: normalize_base_url(
+                "anthropic_base_url",
                 args.anthropic_base_url
                     .clone()
                     .or(file.anthropic_base_url)
                     .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.to_owned()),
             )?,
-            anthropic_api_key: std::env::var("ANTHROPIC_API_KEY")
-                .ok()
-                .filter(|key| !key.is_empty())
-                .map(Secret::new),
+            anthropic_api_key: secret_from_env("ANTHROPIC_API_KEY"),
+            openai_base_url: normalize_base_url(
+                "openai_base_url",
+                args.openai_base_url
+                    .clone()
+                    .or(file.openai_base_url)
+                    .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_owned()),
+            )?,
+            openai_api_key: secret_from_env("OPENAI_API_KEY"),
+            providers,
             log_level: args
                 .log_level
                 .clone()
@@ -397,6 +461,8 @@ impl Config {
             cache_ttl: u64,
             anthropic_base_url: &'a str,
             anthropic_api_key: &'a str,
+            openai_base_url: &'a str,
+            openai_api_key: &'a str,
             log_level: &'a str,
             log_file: String,
             max_connections: usize,
@@ -408,6 +474,17 @@ impl Config {
             client_timeout: u64,
             access_tokens: String,
             rate_limiting: String,
+            // Arrays of tables come last, because TOML allows no plain key after one.
+            providers: Vec<ShownProvider<'a>>,
+        }
+        #[derive(Serialize)]
+        struct ShownProvider<'a> {
+            name: &'a str,
+            prefix: &'a str,
+            base_url: &'a str,
+            api_key_env: &'a str,
+            api_key: &'a str,
+            priced_models: usize,
         }
         let shown = Shown {
             host: &self.host,
@@ -421,6 +498,12 @@ impl Config {
             anthropic_base_url: &self.anthropic_base_url,
             anthropic_api_key: if self.anthropic_api_key.is_some() {
                 "<redacted: set from ANTHROPIC_API_KEY>"
+            } else {
+                "<not set>"
+            },
+            openai_base_url: &self.openai_base_url,
+            openai_api_key: if self.openai_api_key.is_some() {
+                "<redacted: set from OPENAI_API_KEY>"
             } else {
                 "<not set>"
             },
@@ -444,9 +527,164 @@ impl Config {
                 ),
                 None => "off".to_owned(),
             },
+            providers: self
+                .providers
+                .iter()
+                .map(|provider| ShownProvider {
+                    name: &provider.name,
+                    prefix: &provider.prefix,
+                    base_url: &provider.base_url,
+                    api_key_env: provider.api_key_env.as_deref().unwrap_or("<none>"),
+                    api_key: if provider.api_key.is_some() {
+                        "<redacted>"
+                    } else {
+                        "<not set>"
+                    },
+                    priced_models: provider.prices.models().count(),
+                })
+                .collect(),
         };
         toml::to_string(&shown).expect("plain config fields serialize to TOML")
     }
+}
+
+/// Reads an API key from the environment variable `name`; an empty value counts as unset.
+fn secret_from_env(name: &str) -> Option<Secret> {
+    std::env::var(name)
+        .ok()
+        .filter(|key| !key.is_empty())
+        .map(Secret::new)
+}
+
+/// Validates the `[[providers]]` tables and reads their keys from the environment.
+/// `config_file` names the file in price table errors.
+fn parse_providers(
+    sections: Vec<ProviderSection>,
+    config_file: Option<&Path>,
+) -> Result<Vec<ProviderConfig>, ConfigError> {
+    let mut providers: Vec<ProviderConfig> = Vec::new();
+    for section in sections {
+        let name = section.name;
+        check_provider_name(&name)?;
+        check_prefix(&section.prefix, &name)?;
+        if let Some(other) = providers.iter().find(|other| other.name == name) {
+            return Err(invalid(
+                "providers.name",
+                &name,
+                &format!("two [[providers]] have this name, with prefixes {} and {}; give each its own name", other.prefix, section.prefix),
+            ));
+        }
+        if let Some(other) = providers
+            .iter()
+            .find(|other| other.prefix == section.prefix)
+        {
+            return Err(invalid(
+                "providers.prefix",
+                &section.prefix,
+                &format!(
+                    "providers {} and {name} both use it; give each its own prefix",
+                    other.name
+                ),
+            ));
+        }
+        let base_url = normalize_base_url("providers.base_url", section.base_url)?;
+        if let Some(variable) = &section.api_key_env {
+            let valid = !variable.is_empty()
+                && variable
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+            if !valid {
+                return Err(invalid(
+                    "providers.api_key_env",
+                    variable,
+                    &format!(
+                        "in provider {name}: expected the name of an environment variable, \
+                         such as OPENROUTER_API_KEY, not the key itself"
+                    ),
+                ));
+            }
+        }
+        let table = format!("[[providers]] {name}");
+        let prices = PriceTable::from_rows(section.models, &table, &name).map_err(|error| {
+            ConfigError::Prices {
+                path: config_file.map(Path::to_path_buf).unwrap_or_default(),
+                error: Box::new(error),
+            }
+        })?;
+        providers.push(ProviderConfig {
+            api_key: section.api_key_env.as_deref().and_then(secret_from_env),
+            api_key_env: section.api_key_env,
+            name,
+            prefix: section.prefix,
+            base_url,
+            prices,
+        });
+    }
+    Ok(providers)
+}
+
+/// Checks a provider name. The name is recorded as the provider of its requests and keys its
+/// price rows, so it must not be one of the built-in upstreams.
+fn check_provider_name(name: &str) -> Result<(), ConfigError> {
+    if name == "anthropic" || name == "openai" {
+        return Err(invalid(
+            "providers.name",
+            name,
+            "is a built-in upstream; configure it with anthropic_base_url or openai_base_url",
+        ));
+    }
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
+    if !valid {
+        return Err(invalid(
+            "providers.name",
+            name,
+            "expected letters, digits, '-', '_' or '.', such as ollama",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `prefix` is one or more path segments, such as `/ollama` or `/team/vllm`, and
+/// covers neither the API paths under `/v1` nor the built-in `/openai` prefix.
+fn check_prefix(prefix: &str, provider: &str) -> Result<(), ConfigError> {
+    let segments_valid = prefix.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+        })
+    });
+    if !segments_valid {
+        return Err(invalid(
+            "providers.prefix",
+            prefix,
+            &format!(
+                "in provider {provider}: expected a path such as /{provider}, with no trailing \
+                 slash, query or empty segment"
+            ),
+        ));
+    }
+    let covers = |reserved: &str| {
+        prefix == reserved
+            || prefix
+                .strip_prefix(reserved)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if covers("/v1") || covers(OPENAI_PREFIX) {
+        return Err(invalid(
+            "providers.prefix",
+            prefix,
+            &format!(
+                "in provider {provider}: /v1 and {OPENAI_PREFIX} are routed to the built-in \
+                 upstreams; choose another prefix, such as /{provider}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads `[proxy] access_tokens`: each entry is `sha256:` and 64 hex digits, so that the
@@ -536,31 +774,28 @@ fn load_file(
     Ok((file, Some(path)))
 }
 
-/// Checks that `url` is an absolute http(s) URL with a host and strips a trailing slash.
-fn normalize_base_url(url: String) -> Result<String, ConfigError> {
+/// Checks that `url`, the value of setting `key`, is an absolute http(s) URL with a host and
+/// strips a trailing slash.
+fn normalize_base_url(key: &'static str, url: String) -> Result<String, ConfigError> {
     let reason = "expected an absolute URL such as https://api.anthropic.com";
     let uri: awc::http::Uri = url
         .parse()
-        .map_err(|err| invalid("anthropic_base_url", &url, &format!("{err}; {reason}")))?;
+        .map_err(|err| invalid(key, &url, &format!("{err}; {reason}")))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => {
             return Err(invalid(
-                "anthropic_base_url",
+                key,
                 &url,
                 &format!("the scheme must be http or https; {reason}"),
             ))
         }
     }
     if uri.host().is_none() {
-        return Err(invalid("anthropic_base_url", &url, reason));
+        return Err(invalid(key, &url, reason));
     }
     if uri.query().is_some() {
-        return Err(invalid(
-            "anthropic_base_url",
-            &url,
-            "must not contain a query string",
-        ));
+        return Err(invalid(key, &url, "must not contain a query string"));
     }
     Ok(url.trim_end_matches('/').to_owned())
 }
@@ -704,13 +939,135 @@ mod tests {
     }
 
     #[test]
+    fn openai_base_url_defaults_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(&args_with_file(dir.path(), "")).unwrap();
+        assert_eq!(config.openai_base_url, DEFAULT_OPENAI_BASE_URL);
+        let text = "openai_base_url = \"http://127.0.0.1:11/\"\n";
+        let config = Config::resolve(&args_with_file(dir.path(), text)).unwrap();
+        assert_eq!(config.openai_base_url, "http://127.0.0.1:11");
+        let mut args = args_with_file(dir.path(), text);
+        args.openai_base_url = Some("ftp://example.com".to_owned());
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("openai_base_url"), "{err}");
+    }
+
+    const PROVIDER: &str = r#"
+[[providers]]
+name = "ollama"
+prefix = "/ollama"
+base_url = "http://127.0.0.1:11434/"
+api_key_env = "CCO_CONFIG_TEST_OLLAMA_KEY"
+
+[[providers.models]]
+id = "llama3.2"
+input = 0
+output = 0
+cache_write_5m = 0
+cache_write_1h = 0
+cache_read = 0
+"#;
+
+    #[test]
+    fn providers_section_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var("CCO_CONFIG_TEST_OLLAMA_KEY", "sk-ollama-test");
+        let config = Config::resolve(&args_with_file(dir.path(), PROVIDER)).unwrap();
+        assert_eq!(config.providers.len(), 1);
+        let provider = &config.providers[0];
+        assert_eq!(provider.name, "ollama");
+        assert_eq!(provider.prefix, "/ollama");
+        assert_eq!(provider.base_url, "http://127.0.0.1:11434");
+        assert_eq!(provider.api_key, Some(Secret::new("sk-ollama-test")));
+        let price = provider.prices.resolve("ollama", "llama3.2").unwrap();
+        assert_eq!(price.provider, "ollama");
+        assert_eq!(price.input, 0);
+
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("sk-ollama-test"), "{shown}");
+        assert!(shown.contains("[[providers]]"), "{shown}");
+        assert!(shown.contains("prefix = \"/ollama\""), "{shown}");
+        assert!(shown.contains("api_key = \"<redacted>\""), "{shown}");
+        assert!(shown.contains("priced_models = 1"), "{shown}");
+    }
+
+    #[test]
+    fn invalid_providers_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = |name: &str, prefix: &str, extra: &str| {
+            format!(
+                "[[providers]]\nname = \"{name}\"\nprefix = \"{prefix}\"\n\
+                 base_url = \"http://127.0.0.1:1\"\n{extra}"
+            )
+        };
+        let two = format!("{}{}", provider("a", "/a", ""), provider("b", "/a", ""));
+        let same_name = format!("{}{}", provider("a", "/a", ""), provider("a", "/b", ""));
+        let cases = [
+            (provider("openai", "/x", ""), "providers.name"),
+            (provider("anthropic", "/x", ""), "providers.name"),
+            (provider("", "/x", ""), "providers.name"),
+            (provider("a b", "/x", ""), "providers.name"),
+            (provider("a", "ollama", ""), "providers.prefix"),
+            (provider("a", "/", ""), "providers.prefix"),
+            (provider("a", "/a/", ""), "providers.prefix"),
+            (provider("a", "/a//b", ""), "providers.prefix"),
+            (provider("a", "/a?x", ""), "providers.prefix"),
+            (provider("a", "/v1", ""), "providers.prefix"),
+            (provider("a", "/v1/x", ""), "providers.prefix"),
+            (provider("a", "/openai", ""), "providers.prefix"),
+            (provider("a", "/openai/x", ""), "providers.prefix"),
+            (two, "providers.prefix"),
+            (same_name, "providers.name"),
+            (
+                provider("a", "/a", "api_key_env = \"sk-123-not-a-name\"\n"),
+                "providers.api_key_env",
+            ),
+            (
+                "[[providers]]\nname = \"a\"\nprefix = \"/a\"\nbase_url = \"not a url\"\n"
+                    .to_owned(),
+                "providers.base_url",
+            ),
+            (
+                provider("a", "/a", "unknown = 1\n"),
+                "unknown field `unknown`",
+            ),
+            (
+                "[[providers]]\nname = \"a\"\nbase_url = \"http://h\"\n".to_owned(),
+                "missing field `prefix`",
+            ),
+            (
+                provider(
+                    "a",
+                    "/a",
+                    "[[providers.models]]\nid = \"m\"\nprovider = \"openai\"\ninput = 0\n",
+                ),
+                "[[providers]] a price table, model m",
+            ),
+            (
+                provider("a", "/a", "[[providers.models]]\nid = \"m\"\ninput = 0\n"),
+                "missing required field `output`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Config::resolve(&args_with_file(dir.path(), &text))
+                .map(|_| ())
+                .expect_err(&text)
+                .to_string();
+            assert!(err.contains(expected), "{text}\n=> {err}");
+        }
+    }
+
+    #[test]
     fn redacted_toml_hides_key() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::resolve(&args_with_file(dir.path(), "")).unwrap();
         config.anthropic_api_key = Some(Secret::new("sk-ant-test-secret"));
+        config.openai_api_key = Some(Secret::new("sk-openai-test-secret"));
         let shown = config.to_redacted_toml();
         assert!(!shown.contains("sk-ant-test-secret"));
+        assert!(!shown.contains("sk-openai-test-secret"));
         assert!(shown.contains("anthropic_api_key = \"<redacted"));
+        assert!(shown.contains("openai_api_key = \"<redacted: set from OPENAI_API_KEY>\""));
         assert!(shown.contains("port = 8000"));
         assert_eq!(
             format!("{:?}", config.anthropic_api_key),

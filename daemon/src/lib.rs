@@ -1,5 +1,6 @@
-//! `ccod`: a local, long-running proxy for the Anthropic API that caches repeated requests
-//! and prices every response from its token usage.
+//! `ccod`: a local, long-running proxy for the Anthropic API, the OpenAI API and
+//! OpenAI-compatible providers that caches repeated requests and prices every response from
+//! its token usage.
 //!
 //! [`start`] opens the data directory, starts the actors, binds the HTTP listener and the
 //! control socket, and returns a [`Daemon`]; [`Daemon::wait`] serves until SIGINT, SIGTERM
@@ -115,13 +116,29 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         None
     };
 
+    let mut prices = PriceTable::embedded();
+    for provider in &config.providers {
+        prices.merge(provider.prices.clone());
+    }
+    let router = proxy::upstream::Router::from_config(&config);
+    for upstream in router.upstreams() {
+        if let (Some(variable), None) = (&upstream.api_key_env, &upstream.api_key) {
+            if config
+                .providers
+                .iter()
+                .any(|provider| provider.name == upstream.name)
+            {
+                warn!(actor = "proxy", provider = %upstream.name, variable = %variable,
+                    "the api_key_env variable of this provider is not set; clients must send their own key");
+            }
+        }
+    }
     let state = web::Data::new(ProxyState {
         cache: cache.clone(),
         cache_keys,
         analytics: analytics.clone(),
-        prices: Arc::new(PriceTable::embedded()),
-        anthropic_base_url: config.anthropic_base_url.clone(),
-        anthropic_api_key: config.anthropic_api_key.clone(),
+        prices: Arc::new(prices),
+        router,
         max_body_bytes: config.max_body_bytes,
         client_timeout: config.client_timeout,
         access_token_hashes: config.access_token_hashes.clone(),
@@ -155,7 +172,8 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let signals = actix_rt::spawn(stop_on_signal(server.handle()));
 
     info!(actor = "proxy", addr = %http_addr, tls = config.tls.is_some(),
-        upstream = %config.anthropic_base_url, cache = config.cache_enabled, "listening");
+        upstream = %config.anthropic_base_url, openai_upstream = %config.openai_base_url,
+        providers = config.providers.len(), cache = config.cache_enabled, "listening");
     Ok(Daemon {
         http_addr,
         socket_path: config.socket_path.clone(),

@@ -24,9 +24,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let provider_keys = config
+        .providers
+        .iter()
+        .filter_map(|provider| provider.api_key.as_ref());
     let secrets = config
         .anthropic_api_key
         .iter()
+        .chain(&config.openai_api_key)
+        .chain(provider_keys)
         .map(|key| key.expose().to_owned());
     ccod::logging::install_redacting_panic_hook(secrets.collect());
     let system = actix_rt::System::new();

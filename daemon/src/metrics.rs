@@ -349,6 +349,7 @@ mod tests {
             cost_nano_usd: Some(30_000),
             saved_nano_usd: None,
             credential: None,
+            usage_missing: false,
         }
     }
 

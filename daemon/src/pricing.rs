@@ -4,8 +4,14 @@
 //! `X * 1000` nano-USD per token, so every price with at most three decimals is a whole
 //! number per token. [`PriceTable::from_toml`] rejects finer prices instead of rounding them.
 //!
+//! Every row belongs to one provider, the upstream whose requests it prices: `anthropic`,
+//! `openai` or the name of a `[[providers]]` entry in the configuration. A request is priced
+//! only by the rows of the upstream it went to, so two providers may list the same model id
+//! at different rates.
+//!
 //! The embedded table (`prices.toml`) covers Anthropic's models at the standard Messages API
-//! rates. Batch API discounts and other pricing modifiers are not modelled.
+//! rates and OpenAI's text models at the standard rates. Batch API discounts and other pricing
+//! modifiers are not modelled.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -25,7 +31,8 @@ const EMBEDDED_TOML: &str = include_str!("prices.toml");
 pub struct ModelPrice {
     /// Canonical id, such as `claude-sonnet-4-5`.
     pub id: String,
-    /// Vendor that bills the model, such as `anthropic`.
+    /// Upstream whose requests the row prices: `anthropic`, `openai` or a `[[providers]]`
+    /// name.
     pub provider: String,
     /// Uncached input tokens.
     pub input: u64,
@@ -54,9 +61,16 @@ pub struct LongContextTier {
     pub cache_read: u64,
 }
 
-/// Model prices keyed by canonical id, with aliases.
+/// Model prices of every provider.
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
+    /// Rows keyed by [`ModelPrice::provider`].
+    providers: BTreeMap<String, ProviderPrices>,
+}
+
+/// The rows of one provider, keyed by canonical id, with aliases.
+#[derive(Debug, Clone, Default)]
+struct ProviderPrices {
     models: BTreeMap<String, ModelPrice>,
     /// Alias to canonical id.
     aliases: BTreeMap<String, String>,
@@ -115,6 +129,16 @@ pub enum PriceError {
         first: String,
         second: String,
     },
+    #[error(
+        "{table} price table, model {model}: `provider` = \"{found}\" does not match the \
+         table's provider: leave it out or set it to \"{expected}\""
+    )]
+    ProviderMismatch {
+        table: String,
+        model: String,
+        expected: String,
+        found: String,
+    },
 }
 
 impl PriceTable {
@@ -136,76 +160,124 @@ impl PriceTable {
             table: source.to_owned(),
             error,
         })?;
+        Self::from_entries(file.models, source, None)
+    }
+
+    /// Builds the table of one provider from `[[models]]` rows that a larger file, such as a
+    /// `[[providers]]` entry of the configuration, contains. A row without `provider` gets
+    /// `provider`, and a row that names another one is rejected. `source` is used as in
+    /// [`PriceTable::from_toml`].
+    pub fn from_rows(
+        rows: ModelRows,
+        source: &str,
+        provider: &str,
+    ) -> Result<PriceTable, PriceError> {
+        Self::from_entries(rows.0, source, Some(provider))
+    }
+
+    fn from_entries(
+        entries: Vec<ModelEntry>,
+        source: &str,
+        provider: Option<&str>,
+    ) -> Result<PriceTable, PriceError> {
         let mut table = PriceTable::default();
-        for (index, entry) in file.models.into_iter().enumerate() {
+        for (index, mut entry) in entries.into_iter().enumerate() {
+            if let Some(expected) = provider {
+                match &entry.provider {
+                    None => entry.provider = Some(expected.to_owned()),
+                    Some(found) if found == expected => {}
+                    Some(found) => {
+                        return Err(PriceError::ProviderMismatch {
+                            table: source.to_owned(),
+                            model: entry.label(index),
+                            expected: expected.to_owned(),
+                            found: found.clone(),
+                        })
+                    }
+                }
+            }
             let (price, aliases) = entry.into_price(index, source)?;
             table.insert_new(price, aliases, source)?;
         }
         Ok(table)
     }
 
-    /// Adds the rows of `overrides`, replacing any row with the same id. A replaced row keeps
-    /// the aliases it had and gains those of its replacement. An alias in `overrides` wins
-    /// over the same alias here, but an id always takes precedence over an alias in
-    /// [`PriceTable::resolve`].
+    /// Adds the rows of `overrides`, replacing any row of the same provider with the same id.
+    /// A replaced row keeps the aliases it had and gains those of its replacement. An alias in
+    /// `overrides` wins over the same alias here, but an id always takes precedence over an
+    /// alias in [`PriceTable::resolve`].
     pub fn merge(&mut self, overrides: PriceTable) {
-        for (id, price) in overrides.models {
-            // A name that becomes an id stops being an alias of another model.
-            self.aliases.remove(&id);
-            self.models.insert(id, price);
+        for (provider, incoming) in overrides.providers {
+            let prices = self.providers.entry(provider).or_default();
+            for (id, price) in incoming.models {
+                // A name that becomes an id stops being an alias of another model.
+                prices.aliases.remove(&id);
+                prices.models.insert(id, price);
+            }
+            prices.aliases.extend(incoming.aliases);
         }
-        self.aliases.extend(overrides.aliases);
     }
 
-    /// Finds the price of `model` as a request or response names it.
+    /// Finds the price of `model`, as a request or response names it, among the rows of
+    /// `provider`.
     ///
-    /// A leading `anthropic/` or `anthropic.` is removed first, and after `anthropic.` a
-    /// Bedrock version suffix such as `-v1:0` is removed too. The name is then tried as an
-    /// exact id, as an id after removing a trailing `-YYYYMMDD` or Vertex-style `@YYYYMMDD`
-    /// date, as an id after removing a trailing `-latest`, and finally as an alias. Matching
-    /// is case-sensitive. Returns `None` for an unknown model.
+    /// A leading `PROVIDER/` is removed first. For `anthropic`, a leading `anthropic.` is
+    /// removed too, and after it a Bedrock version suffix such as `-v1:0`. The name is then
+    /// tried as an exact id, as an id after removing a trailing date (`-YYYYMMDD`,
+    /// Vertex-style `@YYYYMMDD`, or OpenAI-style `-YYYY-MM-DD`), as an id after removing a
+    /// trailing `-latest`, and finally as an alias. Matching is case-sensitive. Returns
+    /// `None` for an unknown model or provider.
     ///
     /// NOTE: Bedrock cross-region ids such as `us.anthropic.claude-…` are not recognised.
-    pub fn resolve(&self, model: &str) -> Option<&ModelPrice> {
-        let name = strip_provider_prefix(model);
-        if let Some(price) = self.models.get(name) {
+    pub fn resolve(&self, provider: &str, model: &str) -> Option<&ModelPrice> {
+        let prices = self.providers.get(provider)?;
+        let name = strip_provider_prefix(provider, model);
+        if let Some(price) = prices.models.get(name) {
             return Some(price);
         }
-        if let Some(price) = strip_date_suffix(name).and_then(|id| self.models.get(id)) {
+        if let Some(price) = strip_date_suffix(name).and_then(|id| prices.models.get(id)) {
             return Some(price);
         }
         if let Some(price) = name
             .strip_suffix("-latest")
-            .and_then(|id| self.models.get(id))
+            .and_then(|id| prices.models.get(id))
         {
             return Some(price);
         }
-        self.aliases.get(name).and_then(|id| self.models.get(id))
+        prices
+            .aliases
+            .get(name)
+            .and_then(|id| prices.models.get(id))
     }
 
-    /// Returns every row in id order.
+    /// Returns every row, by provider and then by id.
     pub fn models(&self) -> impl Iterator<Item = &ModelPrice> {
-        self.models.values()
+        self.providers
+            .values()
+            .flat_map(|prices| prices.models.values())
     }
 
     /// Inserts a row parsed from one table, rejecting an id or alias that an earlier row of
-    /// the same table already uses.
+    /// the same table and provider already uses.
     fn insert_new(
         &mut self,
         price: ModelPrice,
         aliases: Vec<String>,
         table: &str,
     ) -> Result<(), PriceError> {
+        let prices = self.providers.entry(price.provider.clone()).or_default();
         let id = price.id.clone();
-        self.check_unused(&id, &id, table)?;
-        self.models.insert(id.clone(), price);
+        prices.check_unused(&id, &id, table)?;
+        prices.models.insert(id.clone(), price);
         for alias in aliases {
-            self.check_unused(&alias, &id, table)?;
-            self.aliases.insert(alias, id.clone());
+            prices.check_unused(&alias, &id, table)?;
+            prices.aliases.insert(alias, id.clone());
         }
         Ok(())
     }
+}
 
+impl ProviderPrices {
     fn check_unused(&self, name: &str, claimant: &str, table: &str) -> Result<(), PriceError> {
         let owner = if self.models.contains_key(name) {
             Some(name)
@@ -280,12 +352,19 @@ impl RateCard {
     }
 }
 
-fn strip_provider_prefix(model: &str) -> &str {
-    if let Some(rest) = model.strip_prefix("anthropic/") {
+/// Removes a leading `PROVIDER/`, and for `anthropic` a Bedrock-style `anthropic.` with the
+/// version suffix that comes with it.
+fn strip_provider_prefix<'a>(provider: &str, model: &'a str) -> &'a str {
+    let qualified = model
+        .strip_prefix(provider)
+        .and_then(|rest| rest.strip_prefix('/'));
+    if let Some(rest) = qualified {
         return rest;
     }
-    if let Some(rest) = model.strip_prefix("anthropic.") {
-        return strip_bedrock_version(rest);
+    if provider == "anthropic" {
+        if let Some(rest) = model.strip_prefix("anthropic.") {
+            return strip_bedrock_version(rest);
+        }
     }
     model
 }
@@ -312,14 +391,35 @@ fn strip_bedrock_version(name: &str) -> &str {
     }
 }
 
-/// Returns `name` without a trailing `-YYYYMMDD` or `@YYYYMMDD`, or `None` if it has none.
+/// Returns `name` without a trailing `-YYYYMMDD`, `@YYYYMMDD` or `-YYYY-MM-DD`, or `None`
+/// if it has none.
 fn strip_date_suffix(name: &str) -> Option<&str> {
+    strip_compact_date(name).or_else(|| strip_dashed_date(name))
+}
+
+fn strip_compact_date(name: &str) -> Option<&str> {
     let bytes = name.as_bytes();
     let split = bytes.len().checked_sub(9)?;
     let separator = bytes[split];
     let date = &bytes[split + 1..];
     let is_date = date.iter().all(u8::is_ascii_digit);
     if split > 0 && (separator == b'-' || separator == b'@') && is_date {
+        Some(&name[..split])
+    } else {
+        None
+    }
+}
+
+/// Removes an OpenAI snapshot date such as the `-2024-08-06` of `gpt-4o-2024-08-06`.
+fn strip_dashed_date(name: &str) -> Option<&str> {
+    let bytes = name.as_bytes();
+    let split = bytes.len().checked_sub(11)?;
+    let date = &bytes[split + 1..];
+    let is_date = date.iter().enumerate().all(|(index, byte)| match index {
+        4 | 7 => *byte == b'-',
+        _ => byte.is_ascii_digit(),
+    });
+    if split > 0 && bytes[split] == b'-' && is_date {
         Some(&name[..split])
     } else {
         None
@@ -388,6 +488,22 @@ fn parse_decimal_rate(text: &str) -> Result<u64, &'static str> {
 struct PriceFile {
     #[serde(default)]
     models: Vec<ModelEntry>,
+}
+
+/// The `[[models]]` rows of a price table inside another file, read with
+/// [`PriceTable::from_rows`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct ModelRows(Vec<ModelEntry>);
+
+impl ModelRows {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// One `[[models]]` table. Required fields are `Option` so that a missing one is reported
@@ -492,16 +608,21 @@ impl EntryChecker<'_> {
 }
 
 impl ModelEntry {
+    /// Names the entry at `index` of `[[models]]` in errors: its id, or its position.
+    fn label(&self, index: usize) -> String {
+        match &self.id {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => format!("#{} (no id)", index + 1),
+        }
+    }
+
     /// Validates the entry at `index` of `[[models]]` and returns its row and aliases.
     fn into_price(
         self,
         index: usize,
         table: &str,
     ) -> Result<(ModelPrice, Vec<String>), PriceError> {
-        let model = match &self.id {
-            Some(id) if !id.is_empty() => id.clone(),
-            _ => format!("#{} (no id)", index + 1),
-        };
+        let model = self.label(index);
         let checker = EntryChecker { table, model };
         let id = checker.name("id", self.id)?;
         let provider = checker.name("provider", self.provider)?;
@@ -552,9 +673,15 @@ mod tests {
 
     fn embedded_price(model: &str) -> ModelPrice {
         PriceTable::embedded()
-            .resolve(model)
+            .resolve("anthropic", model)
             .unwrap_or_else(|| panic!("{model} is not in the embedded table"))
             .clone()
+    }
+
+    /// A file with `[[models]]` rows, read the way the configuration reads them.
+    #[derive(Deserialize)]
+    struct RowsFile {
+        models: ModelRows,
     }
 
     /// Builds a valid one-model table with its `field` line replaced by `line`. An empty
@@ -585,9 +712,16 @@ mod tests {
     fn embedded_table_parses() {
         let table = PriceTable::from_toml(EMBEDDED_TOML, SOURCE_EMBEDDED)
             .unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(table.models().count(), 16);
         assert!(table.models().all(|price| price.source == SOURCE_EMBEDDED));
-        assert!(table.models().all(|price| price.provider == "anthropic"));
+        let count = |provider: &str| {
+            table
+                .models()
+                .filter(|price| price.provider == provider)
+                .count()
+        };
+        assert_eq!(count("anthropic"), 16);
+        assert_eq!(count("openai"), 14);
+        assert_eq!(table.models().count(), 30);
     }
 
     #[test]
@@ -645,6 +779,135 @@ mod tests {
             ];
             assert_eq!(actual, rates, "{id}");
         }
+    }
+
+    #[test]
+    fn embedded_openai_rates_match_published() {
+        // (id, input, cached input, output) in nano-USD per token, copied from the pages
+        // cited in prices.toml. OpenAI charges nothing for cache writes.
+        let expected: [(&str, [u64; 3]); 14] = [
+            ("gpt-5.1", [1250, 125, 10000]),
+            ("gpt-5", [1250, 125, 10000]),
+            ("gpt-5-mini", [250, 25, 2000]),
+            ("gpt-5-nano", [50, 5, 400]),
+            ("gpt-4.1", [2000, 500, 8000]),
+            ("gpt-4.1-mini", [400, 100, 1600]),
+            ("gpt-4.1-nano", [100, 25, 400]),
+            ("gpt-4o", [2500, 1250, 10000]),
+            ("gpt-4o-2024-05-13", [5000, 5000, 15000]),
+            ("gpt-4o-mini", [150, 75, 600]),
+            ("o1", [15000, 7500, 60000]),
+            ("o3", [2000, 500, 8000]),
+            ("o3-mini", [1100, 550, 4400]),
+            ("o4-mini", [1100, 275, 4400]),
+        ];
+        let table = PriceTable::embedded();
+        for (id, rates) in expected {
+            let price = table.resolve("openai", id);
+            let price = price.unwrap_or_else(|| panic!("{id} is missing"));
+            assert_eq!(price.id, id, "{id} resolves to its own row");
+            assert_eq!(price.provider, "openai", "{id}");
+            assert_eq!([price.input, price.cache_read, price.output], rates, "{id}");
+            assert_eq!([price.cache_write_5m, price.cache_write_1h], [0, 0], "{id}");
+            assert_eq!(price.long_context, None, "{id}");
+        }
+    }
+
+    #[test]
+    fn resolve_keeps_providers_apart() {
+        let table = PriceTable::embedded();
+        assert_eq!(table.resolve("anthropic", "gpt-4o"), None);
+        assert_eq!(table.resolve("openai", "claude-sonnet-4-5"), None);
+        assert_eq!(table.resolve("ollama", "gpt-4o"), None);
+        assert_eq!(table.resolve("openai", "anthropic/gpt-4o"), None);
+        assert_eq!(table.resolve("openai", "anthropic.gpt-4o"), None);
+    }
+
+    #[test]
+    fn resolve_openai_snapshots() {
+        let table = PriceTable::embedded();
+        let cases = [
+            ("gpt-4o-2024-08-06", "gpt-4o"),
+            ("gpt-4o-2024-11-20", "gpt-4o"),
+            ("gpt-4o-2024-05-13", "gpt-4o-2024-05-13"),
+            ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+            ("gpt-4.1-2025-04-14", "gpt-4.1"),
+            ("gpt-5-2025-08-07", "gpt-5"),
+            ("o3-mini-2025-01-31", "o3-mini"),
+            ("openai/gpt-4o", "gpt-4o"),
+            ("openai/gpt-4o-2024-08-06", "gpt-4o"),
+        ];
+        for (model, id) in cases {
+            let price = table.resolve("openai", model);
+            assert_eq!(price.map(|price| price.id.as_str()), Some(id), "{model}");
+        }
+        for model in [
+            "gpt-4o-2024-08",
+            "gpt-4o-2024-0806",
+            "gpt-4o-x024-08-06",
+            "-2024-08-06",
+            "o1-mini",
+            "GPT-4o",
+        ] {
+            assert_eq!(table.resolve("openai", model), None, "{model}");
+        }
+    }
+
+    #[test]
+    fn rows_take_table_provider() {
+        let rows: ModelRows = toml::from_str::<RowsFile>(
+            r#"
+            [[models]]
+            id = "llama3.2"
+            input = 0
+            output = 0
+            cache_write_5m = 0
+            cache_write_1h = 0
+            cache_read = 0
+
+            [[models]]
+            id = "qwen3"
+            provider = "ollama"
+            input = "0.01"
+            output = 0
+            cache_write_5m = 0
+            cache_write_1h = 0
+            cache_read = 0
+            "#,
+        )
+        .unwrap()
+        .models;
+        let table = PriceTable::from_rows(rows, "[[providers]] ollama", "ollama").unwrap();
+        let llama = table.resolve("ollama", "llama3.2").unwrap();
+        assert_eq!(llama.provider, "ollama");
+        assert_eq!(llama.source, "[[providers]] ollama");
+        assert_eq!(cost(llama, &tokens(1000, 1000, 0, 0, 0)), 0);
+        assert_eq!(table.resolve("ollama", "qwen3").unwrap().input, 10);
+        assert_eq!(table.resolve("openai", "llama3.2"), None);
+    }
+
+    #[test]
+    fn rows_of_other_provider_rejected() {
+        let rows: ModelRows =
+            toml::from_str::<RowsFile>(&table_with("provider", "provider = \"openai\""))
+                .unwrap()
+                .models;
+        let error = PriceTable::from_rows(rows, "[[providers]] ollama", "ollama").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "[[providers]] ollama price table, model test-model: `provider` = \"openai\" does \
+             not match the table's provider: leave it out or set it to \"ollama\""
+        );
+    }
+
+    #[test]
+    fn merge_keeps_providers_apart() {
+        let local = table_with("provider", "provider = \"ollama\"");
+        let mut table = PriceTable::embedded();
+        table.merge(PriceTable::from_toml(&local, SOURCE_CONFIG).unwrap());
+        assert_eq!(table.resolve("ollama", "test-model").unwrap().input, 3000);
+        assert_eq!(table.resolve("anthropic", "test-model"), None);
+        assert!(table.resolve("openai", "gpt-4o").is_some());
     }
 
     #[test]
@@ -791,9 +1054,13 @@ mod tests {
             ("claude-3-opus-20240229", "claude-3-opus-latest"),
         ];
         for (dated, alias) in pairs {
-            let from_dated = table.resolve(dated);
+            let from_dated = table.resolve("anthropic", dated);
             assert!(from_dated.is_some(), "{dated} does not resolve");
-            assert_eq!(from_dated, table.resolve(alias), "{dated} vs {alias}");
+            assert_eq!(
+                from_dated,
+                table.resolve("anthropic", alias),
+                "{dated} vs {alias}"
+            );
         }
         let counts = tokens(1000, 500, 2000, 1000, 4000);
         let dated = cost(&embedded_price("claude-sonnet-4-5-20250929"), &counts);
@@ -814,14 +1081,14 @@ mod tests {
             "claude-sonnet-4-5-latest-extra",
             "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
         ] {
-            assert_eq!(table.resolve(model), None, "{model}");
+            assert_eq!(table.resolve("anthropic", model), None, "{model}");
         }
     }
 
     #[test]
     fn resolve_strips_provider_prefixes() {
         let table = PriceTable::embedded();
-        let expected = table.resolve("claude-sonnet-4-5");
+        let expected = table.resolve("anthropic", "claude-sonnet-4-5");
         assert!(expected.is_some());
         for model in [
             "anthropic/claude-sonnet-4-5",
@@ -831,10 +1098,13 @@ mod tests {
             "anthropic.claude-sonnet-4-5-20250929-v1",
             "claude-sonnet-4-5@20250929",
         ] {
-            assert_eq!(table.resolve(model), expected, "{model}");
+            assert_eq!(table.resolve("anthropic", model), expected, "{model}");
         }
         // The Bedrock version suffix is only removed after the Bedrock prefix.
-        assert_eq!(table.resolve("claude-sonnet-4-5-20250929-v1:0"), None);
+        assert_eq!(
+            table.resolve("anthropic", "claude-sonnet-4-5-20250929-v1:0"),
+            None
+        );
     }
 
     #[test]
@@ -883,12 +1153,18 @@ mod tests {
             long_context: None,
             source: SOURCE_CONFIG.to_owned(),
         };
-        assert_eq!(table.resolve("claude-sonnet-4-5"), Some(&replaced));
+        assert_eq!(
+            table.resolve("anthropic", "claude-sonnet-4-5"),
+            Some(&replaced)
+        );
         // The embedded alias still leads to the replaced row.
-        assert_eq!(table.resolve("claude-sonnet-4-5-20250929"), Some(&replaced));
+        assert_eq!(
+            table.resolve("anthropic", "claude-sonnet-4-5-20250929"),
+            Some(&replaced)
+        );
 
         let added = table
-            .resolve("local-model-v2")
+            .resolve("example", "local-model-v2")
             .expect("alias of the added row");
         assert_eq!(added.id, "local-model");
         assert_eq!(added.provider, "example");
@@ -897,7 +1173,7 @@ mod tests {
         assert_eq!(added.cache_read, 1);
         assert_eq!(added.source, SOURCE_CONFIG);
 
-        let untouched = table.resolve("claude-opus-4-5").unwrap();
+        let untouched = table.resolve("anthropic", "claude-opus-4-5").unwrap();
         assert_eq!(untouched.source, SOURCE_EMBEDDED);
     }
 
@@ -916,10 +1192,13 @@ mod tests {
         "#;
         let mut table = PriceTable::embedded();
         table.merge(PriceTable::from_toml(overrides, SOURCE_CONFIG).unwrap());
-        let price = table.resolve("claude-sonnet-4-0").unwrap();
+        let price = table.resolve("anthropic", "claude-sonnet-4-0").unwrap();
         assert_eq!(price.id, "claude-sonnet-4-custom");
         // The id itself is unaffected.
-        assert_eq!(table.resolve("claude-sonnet-4").unwrap().input, 3000);
+        assert_eq!(
+            table.resolve("anthropic", "claude-sonnet-4").unwrap().input,
+            3000
+        );
     }
 
     #[test]
@@ -928,11 +1207,11 @@ mod tests {
         let mut table = PriceTable::embedded();
         table.merge(PriceTable::from_toml(&overrides, SOURCE_CONFIG).unwrap());
         assert_eq!(
-            table.resolve("claude-sonnet-4-0").unwrap().id,
+            table.resolve("anthropic", "claude-sonnet-4-0").unwrap().id,
             "claude-sonnet-4-0"
         );
         assert_eq!(
-            table.resolve("claude-sonnet-4").unwrap().id,
+            table.resolve("anthropic", "claude-sonnet-4").unwrap().id,
             "claude-sonnet-4"
         );
     }
@@ -954,7 +1233,7 @@ mod tests {
             let table = PriceTable::from_toml(&table_with("input", line), SOURCE_CONFIG);
             let table = table.unwrap_or_else(|error| panic!("{line}: {error}"));
             assert_eq!(
-                table.resolve("test-model").unwrap().input,
+                table.resolve("anthropic", "test-model").unwrap().input,
                 expected,
                 "{line}"
             );
@@ -1169,6 +1448,6 @@ mod tests {
     fn empty_text_is_empty_table() {
         let table = PriceTable::from_toml("", SOURCE_CONFIG).unwrap();
         assert_eq!(table.models().count(), 0);
-        assert_eq!(table.resolve("claude-sonnet-4-5"), None);
+        assert_eq!(table.resolve("anthropic", "claude-sonnet-4-5"), None);
     }
 }

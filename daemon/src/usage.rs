@@ -1,4 +1,5 @@
-//! Token usage as the Anthropic Messages API reports it.
+//! Token usage as the Anthropic Messages API reports it, and through [`openai`] as the
+//! OpenAI API reports it. [`UsageFormat`] picks one per response.
 //!
 //! `input_tokens` counts only the tokens after the last cache breakpoint;
 //! `cache_creation_input_tokens` and `cache_read_input_tokens` come on top of it. The
@@ -8,10 +9,80 @@
 //! In a stream, `message_start` carries the first usage and each `message_delta` carries
 //! cumulative counts: a field present in a later event replaces the earlier value.
 
+pub mod openai;
+
 use cco_proto::TokenCounts;
 use serde_json::Value;
 
 use crate::sse::Event;
+
+/// The usage rules a response follows, from the API it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageFormat {
+    /// Anthropic Messages API: usage in the body or in `message_start` and `message_delta`.
+    AnthropicMessages,
+    /// OpenAI and compatible APIs: see [`openai`].
+    OpenAi,
+}
+
+impl UsageFormat {
+    /// Reads the usage of a non-streaming response body.
+    pub fn from_body(self, body: &[u8]) -> Option<Usage> {
+        match self {
+            UsageFormat::AnthropicMessages => from_message_body(body),
+            UsageFormat::OpenAi => openai::from_body(body),
+        }
+    }
+
+    /// Returns a tracker for an event stream of this format.
+    pub fn stream_tracker(self) -> StreamTracker {
+        match self {
+            UsageFormat::AnthropicMessages => StreamTracker::Anthropic(StreamUsage::default()),
+            UsageFormat::OpenAi => StreamTracker::OpenAi(openai::StreamUsage::default()),
+        }
+    }
+}
+
+/// Usage and end state of an event stream, in either format.
+#[derive(Debug)]
+pub enum StreamTracker {
+    Anthropic(StreamUsage),
+    OpenAi(openai::StreamUsage),
+}
+
+impl StreamTracker {
+    pub fn observe(&mut self, event: &Event) {
+        match self {
+            StreamTracker::Anthropic(stream) => stream.observe(event),
+            StreamTracker::OpenAi(stream) => stream.observe(event),
+        }
+    }
+
+    /// Returns the usage seen so far, or `None` when no event carried any.
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            StreamTracker::Anthropic(stream) => stream.saw_usage.then(|| stream.usage.clone()),
+            StreamTracker::OpenAi(stream) => stream.saw_usage.then(|| stream.usage.clone()),
+        }
+    }
+
+    /// Returns true once the terminal event arrived: `message_stop`, or `[DONE]` and its
+    /// Responses API equivalents.
+    pub fn saw_end(&self) -> bool {
+        match self {
+            StreamTracker::Anthropic(stream) => stream.saw_stop,
+            StreamTracker::OpenAi(stream) => stream.saw_end,
+        }
+    }
+
+    /// Returns true once an error event arrived.
+    pub fn saw_error(&self) -> bool {
+        match self {
+            StreamTracker::Anthropic(stream) => stream.saw_error,
+            StreamTracker::OpenAi(stream) => stream.saw_error,
+        }
+    }
+}
 
 /// Usage read from one response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -319,6 +319,7 @@ mod tests {
                     cache_hits: 1,
                     errors: 0,
                     unpriced_requests: 1,
+                    streams_without_usage: 2,
                     rate_limited: 0,
                     tokens: TokenCounts {
                         input: 10,

@@ -164,6 +164,11 @@ pub struct UsageTotals {
     pub errors: u64,
     /// Requests whose model had no price; their tokens are counted, their cost is not.
     pub unpriced_requests: u64,
+    /// Successful event streams that carried no usage, so neither their tokens nor their
+    /// cost are known. OpenAI sends stream usage only when the client sets
+    /// `stream_options.include_usage`. They are not counted in `unpriced_requests`.
+    #[serde(default)]
+    pub streams_without_usage: u64,
     /// Requests the proxy refused over its rate limit; they never reached the upstream.
     #[serde(default)]
     pub rate_limited: u64,

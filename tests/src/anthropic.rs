@@ -209,7 +209,7 @@ pub fn error_json(kind: &str, message: &str) -> Vec<u8> {
 /// JSON text already. `serde_json::Value` would sort the keys, but the real
 /// API writes `type` first, and the mock should send bytes shaped like the
 /// real ones.
-fn object(fields: &[(&str, String)]) -> String {
+pub(crate) fn object(fields: &[(&str, String)]) -> String {
     let members: Vec<String> = fields
         .iter()
         .map(|(key, value)| format!("{}:{value}", string(key)))
@@ -218,7 +218,7 @@ fn object(fields: &[(&str, String)]) -> String {
 }
 
 /// Writes `text` as a JSON string literal.
-fn string(text: &str) -> String {
+pub(crate) fn string(text: &str) -> String {
     Value::from(text).to_string()
 }
 

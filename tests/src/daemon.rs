@@ -71,7 +71,11 @@ impl Default for DaemonDirs {
 /// Options of one daemon start.
 #[derive(Clone, Debug, Default)]
 pub struct DaemonOptions {
+    /// Base URL of the Anthropic upstream.
     pub upstream: String,
+    /// Base URL of the OpenAI upstream; `None` uses `upstream` too, so that no test request
+    /// can leave the machine.
+    pub openai_upstream: Option<String>,
     pub extra_args: Vec<String>,
     /// Environment variables set for the daemon, such as `ANTHROPIC_API_KEY`.
     pub env: Vec<(String, String)>,
@@ -85,6 +89,11 @@ impl DaemonOptions {
             upstream: upstream.to_owned(),
             ..Self::default()
         }
+    }
+
+    pub fn openai_upstream(mut self, url: &str) -> Self {
+        self.openai_upstream = Some(url.to_owned());
+        self
     }
 
     pub fn arg(mut self, arg: &str) -> Self {
@@ -130,8 +139,16 @@ impl DaemonProcess {
             .arg(options.log_level.as_deref().unwrap_or("debug"))
             .arg("--anthropic-base-url")
             .arg(&options.upstream)
+            .arg("--openai-base-url")
+            .arg(
+                options
+                    .openai_upstream
+                    .as_ref()
+                    .unwrap_or(&options.upstream),
+            )
             .args(&options.extra_args)
             .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_API_KEY")
             .env_remove("CCO_SOCKET")
             .env("CCO_CONFIG", dirs.config_file())
             .stdin(Stdio::null())

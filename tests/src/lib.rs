@@ -1,11 +1,13 @@
-//! Test support for CCO: a mock Anthropic upstream, a raw HTTP/1.1 client, builders for
-//! Anthropic response bodies, and a harness that runs the real `ccod` and `ccoctl`.
+//! Test support for CCO: a mock upstream of the Anthropic and OpenAI APIs, a raw HTTP/1.1
+//! client, builders for Anthropic and OpenAI response bodies, and a harness that runs the
+//! real `ccod` and `ccoctl`.
 
 pub mod anthropic;
 pub mod client;
 pub mod ctl;
 pub mod daemon;
 pub mod mock;
+pub mod openai;
 mod wire;
 
 pub use client as http;

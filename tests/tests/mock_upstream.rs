@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cco_tests::{anthropic, http, split_at_offsets, split_every, MockUpstream, Reply};
+use cco_tests::{anthropic, http, openai, split_at_offsets, split_every, MockUpstream, Reply};
 use serde_json::{json, Value};
 
 const MODEL: &str = "claude-sonnet-4-20250514";
@@ -199,6 +199,102 @@ fn count_tokens_models_and_not_found() {
     let missing = http::send(mock.addr(), "GET", "/v1/nothing", &[], b"").unwrap();
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"]["type"], "not_found_error");
+}
+
+fn post_chat(mock: &MockUpstream, body: &Value) -> http::HttpResponse {
+    http::send(
+        mock.addr(),
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .expect("request to the mock failed")
+}
+
+#[test]
+fn default_chat_completion_shape() {
+    let mock = MockUpstream::start();
+    // "Be brief." is 9 bytes and the user text 11, so ceil(20 / 4) = 5 prompt tokens.
+    let request = json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "hello there"}]},
+        ],
+    });
+
+    let response = post_chat(&mock, &request);
+
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body = response.json();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Mock reply to: hello there"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["prompt_tokens"], 5);
+    assert_eq!(body["usage"]["completion_tokens"], 5);
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+}
+
+#[test]
+fn default_chat_stream_usage_on_request() {
+    let mock = MockUpstream::start();
+    let mut request = json!({
+        "model": "gpt-4o-mini",
+        "stream": true,
+        "max_completion_tokens": 2,
+        "messages": [{"role": "user", "content": "one two three"}],
+    });
+
+    let plain = post_chat(&mock, &request);
+    request["stream_options"] = json!({"include_usage": true});
+    let with_usage = post_chat(&mock, &request);
+
+    for response in [&plain, &with_usage] {
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("content-type"), Some("text/event-stream"));
+        assert!(response.body.ends_with(openai::DONE_EVENT));
+    }
+    let chunks = |response: &http::HttpResponse| -> Vec<Value> {
+        openai::sse_data(&response.body)
+            .iter()
+            .filter(|data| *data != "[DONE]")
+            .map(|data| serde_json::from_str(data).unwrap())
+            .collect()
+    };
+    let plain = chunks(&plain);
+    assert!(plain.iter().all(|chunk| chunk.get("usage").is_none()));
+    let text: String = plain
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        text, "Mock reply",
+        "two words, as max_completion_tokens allows"
+    );
+    let finish = plain.last().unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "length");
+
+    let with_usage = chunks(&with_usage);
+    let last = with_usage.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["prompt_tokens"], 4);
+    assert_eq!(last["usage"]["completion_tokens"], 2);
+    let earlier = &with_usage[..with_usage.len() - 1];
+    assert!(earlier.iter().all(|chunk| chunk["usage"].is_null()));
+}
+
+#[test]
+fn default_chat_rejects_missing_model() {
+    let mock = MockUpstream::start();
+    let response = post_chat(&mock, &json!({"messages": []}));
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["error"]["type"], "invalid_request_error");
 }
 
 #[test]

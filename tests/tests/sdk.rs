@@ -1,6 +1,7 @@
-//! The official `anthropic` Python SDK against the real `ccod` and the mock upstream.
+//! The official `anthropic` and `openai` Python SDKs against the real `ccod` and the mock
+//! upstream.
 //!
-//! The test is skipped with a message when `python3` is missing or cannot `import anthropic`,
+//! Each test is skipped with a message when `python3` is missing or cannot import its SDK,
 //! unless `CCO_REQUIRE_SDK` is set, in which case a missing SDK fails it. The script itself
 //! tries the import, because importing the SDK takes seconds and a separate check would
 //! double that.
@@ -15,6 +16,8 @@ use serde_json::Value;
 
 const MODEL: &str = "claude-sonnet-4-5-20250929";
 const SDK_KEY: &str = "sk-ant-sdk-test";
+const OPENAI_MODEL: &str = "gpt-4o-mini";
+const OPENAI_SDK_KEY: &str = "sk-proj-sdk-test";
 /// Time the Python script gets, interpreter start-up and SDK import included.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(30);
 /// Exit status of the script when `import anthropic` fails.
@@ -65,6 +68,55 @@ print(json.dumps({
 }))
 "#;
 
+/// Makes one plain and one streaming Chat Completions request through the proxy at
+/// `argv[1]` (the base URL with `/v1`), the stream with `stream_options.include_usage`, and
+/// prints the text and usage of both as one JSON object. Exits with [`NO_SDK_STATUS`] when
+/// the SDK cannot be imported.
+const OPENAI_SCRIPT: &str = r#"
+import json
+import sys
+
+try:
+    import openai
+except ImportError as err:
+    print(f"cannot import openai: {err}", file=sys.stderr)
+    sys.exit(77)
+
+base_url, model, api_key = sys.argv[1], sys.argv[2], sys.argv[3]
+client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=10.0)
+
+completion = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "hello from the openai sdk"}],
+)
+stream = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "stream this through the proxy please"}],
+    stream=True,
+    stream_options={"include_usage": True},
+)
+streamed_text = ""
+stream_usage = None
+for chunk in stream:
+    if chunk.choices and chunk.choices[0].delta.content:
+        streamed_text += chunk.choices[0].delta.content
+    if chunk.usage is not None:
+        stream_usage = chunk.usage
+
+print(json.dumps({
+    "create": {
+        "text": completion.choices[0].message.content,
+        "prompt_tokens": completion.usage.prompt_tokens,
+        "completion_tokens": completion.usage.completion_tokens,
+    },
+    "stream": {
+        "text": streamed_text,
+        "prompt_tokens": stream_usage.prompt_tokens if stream_usage else None,
+        "completion_tokens": stream_usage.completion_tokens if stream_usage else None,
+    },
+}))
+"#;
+
 /// Environment variables that would send the SDK through another proxy or change its key
 /// or base URL.
 const CLEARED_ENV: &[&str] = &[
@@ -77,6 +129,10 @@ const CLEARED_ENV: &[&str] = &[
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_AUTH_TOKEN",
     "ANTHROPIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
 ];
 
 fn python() -> Command {
@@ -138,16 +194,49 @@ fn output_within(mut command: Command, deadline: Duration) -> Option<Output> {
     })
 }
 
-/// Prints why the test is skipped, or fails it when `CCO_REQUIRE_SDK` is set.
-fn skip_without_sdk(reason: &str) {
+/// Prints why `test` is skipped, or fails it when `CCO_REQUIRE_SDK` is set. `package` is the
+/// SDK's name on PyPI.
+fn skip_without_sdk(test: &str, package: &str, reason: &str) {
     assert!(
         std::env::var_os("CCO_REQUIRE_SDK").is_none(),
-        "CCO_REQUIRE_SDK is set but {reason}: install the SDK with 'pip install anthropic'"
+        "CCO_REQUIRE_SDK is set but {reason}: install the SDK with 'pip install {package}'"
     );
     eprintln!(
-        "skipping python_sdk_through_proxy: {reason} (pip install anthropic); \
+        "skipping {test}: {reason} (pip install {package}); \
          set CCO_REQUIRE_SDK=1 to make this a failure"
     );
+}
+
+/// Runs `script` with `args` and returns its JSON output, or `None` after reporting a skip
+/// when python3 or the SDK is missing.
+fn run_sdk_script(test: &str, package: &str, script: &str, args: &[&str]) -> Option<Value> {
+    let mut command = python();
+    command.args(["-c", script]).args(args);
+    let Some(output) = output_within(command, SCRIPT_DEADLINE) else {
+        skip_without_sdk(test, package, "python3 is not installed");
+        return None;
+    };
+    if output.status.code() == Some(NO_SDK_STATUS) {
+        skip_without_sdk(
+            test,
+            package,
+            String::from_utf8_lossy(&output.stderr).trim(),
+        );
+        return None;
+    }
+    assert!(
+        output.status.success(),
+        "the SDK script failed with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "the SDK script printed invalid JSON ({err}): {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    Some(results)
 }
 
 #[test]
@@ -157,29 +246,11 @@ fn python_sdk_through_proxy() {
     let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
     let base_url = format!("http://{}", daemon.addr);
 
-    let mut command = python();
-    command.args(["-c", SCRIPT, &base_url, MODEL, SDK_KEY]);
-    let Some(output) = output_within(command, SCRIPT_DEADLINE) else {
-        skip_without_sdk("python3 is not installed");
+    let test = "python_sdk_through_proxy";
+    let args = [base_url.as_str(), MODEL, SDK_KEY];
+    let Some(results) = run_sdk_script(test, "anthropic", SCRIPT, &args) else {
         return;
     };
-    if output.status.code() == Some(NO_SDK_STATUS) {
-        skip_without_sdk(String::from_utf8_lossy(&output.stderr).trim());
-        return;
-    }
-
-    assert!(
-        output.status.success(),
-        "the SDK script failed with {}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
-        panic!(
-            "the SDK script printed invalid JSON ({err}): {:?}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    });
     let create = &results["create"];
     assert_eq!(
         create["text"], "Mock reply to: hello from the python sdk",
@@ -240,4 +311,69 @@ fn python_sdk_through_proxy() {
         true,
         "messages.stream asks for a stream"
     );
+}
+
+#[test]
+fn openai_sdk_through_proxy() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    // The OpenAI SDK's base URL ends in /v1, as with OPENAI_BASE_URL.
+    let base_url = format!("http://{}/v1", daemon.addr);
+
+    let test = "openai_sdk_through_proxy";
+    let args = [base_url.as_str(), OPENAI_MODEL, OPENAI_SDK_KEY];
+    let Some(results) = run_sdk_script(test, "openai", OPENAI_SCRIPT, &args) else {
+        return;
+    };
+
+    let create = &results["create"];
+    assert_eq!(
+        create["text"], "Mock reply to: hello from the openai sdk",
+        "chat.completions.create text"
+    );
+    // 25 bytes of user text make ceil(25 / 4) = 7 prompt tokens; the reply has 8 words.
+    assert_eq!(create["prompt_tokens"], 7, "create prompt tokens");
+    assert_eq!(create["completion_tokens"], 8, "create completion tokens");
+    let stream = &results["stream"];
+    assert_eq!(
+        stream["text"], "Mock reply to: stream this through the proxy please",
+        "streamed text"
+    );
+    // 36 bytes make 9 prompt tokens; the reply has 9 words.
+    assert_eq!(stream["prompt_tokens"], 9, "stream prompt tokens");
+    assert_eq!(stream["completion_tokens"], 9, "stream completion tokens");
+
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2, "upstream requests: {requests:?}");
+    for request in &requests {
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/v1/chat/completions"),
+            "upstream request"
+        );
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {OPENAI_SDK_KEY}").as_str()),
+            "the SDK's key reaches the upstream"
+        );
+    }
+
+    // The record of a response is sent when its body ends, so it may trail the response.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stats = loop {
+        let output = daemon.ctl(&["stats", "--json"]);
+        assert!(output.status.success(), "ccoctl stats failed: {output:?}");
+        let stats: Value = serde_json::from_slice(&output.stdout).expect("stats JSON");
+        if stats["total"]["requests"].as_u64() >= Some(2) || Instant::now() >= deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let total = &stats["total"];
+    assert_eq!(total["requests"], 2, "recorded: {total}");
+    assert_eq!(total["streams_without_usage"], 0, "{total}");
+    // gpt-4o-mini: $0.15 input, $0.60 output per MTok.
+    // (7 + 9) * 150 + (8 + 9) * 600 = 2_400 + 10_200.
+    assert_eq!(total["cost_nano_usd"], 12_600, "cost: {total}");
 }

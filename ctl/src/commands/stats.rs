@@ -85,17 +85,35 @@ fn render(reply: &StatsReply) -> String {
             unpriced.join(", ")
         ));
     }
+    let without_usage = reply.total.streams_without_usage;
+    if without_usage > 0 {
+        text.push_str(&format!(
+            "{} event streams carried no usage, so their tokens and cost are missing; OpenAI \
+             clients get it by sending \"stream_options\": {{\"include_usage\": true}}\n",
+            format_count(without_usage)
+        ));
+    }
     text
 }
 
 fn render_totals(reply: &StatsReply) -> String {
     let total = &reply.total;
-    let mut cost = format_usd(total.cost_nano_usd);
+    let mut excluded = Vec::new();
     if total.unpriced_requests > 0 {
-        cost.push_str(&format!(
-            " (excludes {} unpriced requests)",
+        excluded.push(format!(
+            "{} unpriced requests",
             format_count(total.unpriced_requests)
         ));
+    }
+    if total.streams_without_usage > 0 {
+        excluded.push(format!(
+            "{} streams without usage",
+            format_count(total.streams_without_usage)
+        ));
+    }
+    let mut cost = format_usd(total.cost_nano_usd);
+    if !excluded.is_empty() {
+        cost.push_str(&format!(" (excludes {})", excluded.join(" and ")));
     }
     format_fields(&[
         (
@@ -113,6 +131,10 @@ fn render_totals(reply: &StatsReply) -> String {
         ),
         ("errors", format_count(total.errors)),
         ("rate limited", format_count(total.rate_limited)),
+        (
+            "streams without usage",
+            format_count(total.streams_without_usage),
+        ),
         ("input tokens", format_count(total.tokens.input)),
         ("output tokens", format_count(total.tokens.output)),
         (
@@ -205,6 +227,7 @@ mod tests {
                 cache_hits: 300,
                 errors: 2,
                 unpriced_requests: 0,
+                streams_without_usage: 0,
                 rate_limited: 0,
                 tokens: TokenCounts {
                     input: 1_234_567,
@@ -244,6 +267,7 @@ mod tests {
             total.cache_hits += row.totals.cache_hits;
             total.errors += row.totals.errors;
             total.unpriced_requests += row.totals.unpriced_requests;
+            total.streams_without_usage += row.totals.streams_without_usage;
             total.rate_limited += row.totals.rate_limited;
             total.tokens.add(&row.totals.tokens);
             total.cost_nano_usd += row.totals.cost_nano_usd;
@@ -310,6 +334,7 @@ requests:              1,200
 cache hits:            300 (25.0% hit rate)
 errors:                2
 rate limited:          0
+streams without usage: 0
 input tokens:          1,234,567
 output tokens:         89,000
 cache write 5m tokens: 5,000
@@ -319,6 +344,28 @@ cost:                  $0.012345
 saved by cache:        $0.0036
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn stats_counts_streams_without_usage() {
+        let mut row = priced_row();
+        row.totals.streams_without_usage = 4;
+        let text = render(&reply(vec![row, unpriced_row()]));
+        assert!(text.contains("streams without usage: 4\n"), "{text}");
+        assert!(
+            text.contains(
+                "cost:                  $0.012345 (excludes 3 unpriced requests and 4 streams \
+                 without usage)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "4 event streams carried no usage, so their tokens and cost are missing; OpenAI \
+                 clients get it by sending \"stream_options\": {\"include_usage\": true}\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -80,15 +80,26 @@ pub struct RequestRecord {
     pub ttfb_us: u64,
     /// Tokens billed by the upstream; zero on a cache hit.
     pub tokens: TokenCounts,
-    /// Cost in nano-USD; `None` when the model has no price.
+    /// Cost in nano-USD; `None` when the model has no price or the usage is missing.
     pub cost_nano_usd: Option<u64>,
     /// On a cache hit, the price of the replayed response; `None` when it had no price.
     pub saved_nano_usd: Option<u64>,
     /// First 12 hex digits of the credential's SHA-256, never the credential.
     pub credential: Option<String>,
+    /// Set for a 2xx event stream of an endpoint that reports usage when the stream carried
+    /// none, so its tokens and cost are unknown. Written only when set, so records of
+    /// earlier releases keep their shape.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_missing: bool,
 }
 
 impl RequestRecord {
+    /// Returns true when this record belongs in a priced stats row: the request was priced,
+    /// or its model has a price even though the usage to apply it to is missing.
+    pub(crate) fn has_price(&self) -> bool {
+        self.cost_nano_usd.is_some() || self.model_priced.is_some()
+    }
+
     /// Returns the model that a stats row groups this record under.
     pub(crate) fn model_label(&self) -> String {
         self.model_priced
@@ -112,6 +123,7 @@ impl RequestRecord {
         totals.tokens.add(&self.tokens);
         match self.cost_nano_usd {
             Some(cost) => totals.cost_nano_usd += cost,
+            None if self.usage_missing => totals.streams_without_usage += 1,
             None => totals.unpriced_requests += 1,
         }
         totals.saved_nano_usd += self.saved_nano_usd.unwrap_or(0);
@@ -294,11 +306,7 @@ impl AnalyticsActor {
             };
             let mut totals = UsageTotals::default();
             record.add_to(&mut totals);
-            sums.add(
-                record.model_label(),
-                record.cost_nano_usd.is_some(),
-                &totals,
-            );
+            sums.add(record.model_label(), record.has_price(), &totals);
         }
         if undecodable > 0 {
             warn!(
@@ -484,6 +492,7 @@ mod tests {
             cost_nano_usd: cost,
             saved_nano_usd: None,
             credential: Some("0123456789ab".into()),
+            usage_missing: false,
         }
     }
 
@@ -496,6 +505,38 @@ mod tests {
         assert_eq!(record.tokens.cache_write_1h, 40);
         assert_eq!(record.cost_nano_usd, Some(123_456));
         assert_eq!(serde_json::to_string(&record).unwrap(), RECORD_FIXTURE);
+    }
+
+    /// A stored record of an OpenAI stream without usage.
+    const USAGE_MISSING_FIXTURE: &str = r#"{"time_unix_ms":1764806400000,"provider":"openai","method":"POST","path":"/v1/chat/completions","model_requested":"gpt-4o","model_response":"gpt-4o-2024-08-06","model_priced":"gpt-4o","status":200,"outcome":"completed","stream":true,"cache":"miss","latency_us":5000,"ttfb_us":900,"tokens":{"input":0,"output":0,"cache_write_5m":0,"cache_write_1h":0,"cache_read":0},"cost_nano_usd":null,"saved_nano_usd":null,"credential":null,"usage_missing":true}"#;
+
+    #[test]
+    fn usage_missing_fixture_decodes() {
+        let record: RequestRecord = serde_json::from_str(USAGE_MISSING_FIXTURE).unwrap();
+        assert!(record.usage_missing);
+        assert_eq!(record.provider, "openai");
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            USAGE_MISSING_FIXTURE
+        );
+        let old: RequestRecord = serde_json::from_str(RECORD_FIXTURE).unwrap();
+        assert!(!old.usage_missing);
+    }
+
+    #[test]
+    fn usage_missing_counts_apart() {
+        let mut missing = record(1000, "gpt-4o", None, CacheOutcome::Miss);
+        missing.model_priced = Some("gpt-4o".into());
+        missing.usage_missing = true;
+        let unpriced = record(2000, "mystery-model", None, CacheOutcome::Miss);
+        let mut totals = UsageTotals::default();
+        missing.add_to(&mut totals);
+        unpriced.add_to(&mut totals);
+        assert_eq!(totals.streams_without_usage, 1);
+        assert_eq!(totals.unpriced_requests, 1);
+        assert_eq!(totals.cost_nano_usd, 0);
+        assert!(missing.has_price());
+        assert!(!unpriced.has_price());
     }
 
     /// Starts the actor on its own arbiter, as the daemon does, so that stopping the

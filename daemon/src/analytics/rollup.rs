@@ -29,7 +29,7 @@ impl RollupGroup {
     pub fn of(record: &RequestRecord) -> Self {
         Self {
             day: day_of(record.time_unix_ms),
-            priced: record.cost_nano_usd.is_some(),
+            priced: record.has_price(),
             provider: record.provider.clone(),
             credential: record.credential.clone().unwrap_or_default(),
             model: record.model_label(),
@@ -89,6 +89,7 @@ pub fn add_totals(totals: &mut UsageTotals, other: &UsageTotals) {
     totals.errors += other.errors;
     totals.unpriced_requests += other.unpriced_requests;
     totals.rate_limited += other.rate_limited;
+    totals.streams_without_usage += other.streams_without_usage;
     totals.tokens.add(&other.tokens);
     totals.cost_nano_usd += other.cost_nano_usd;
     totals.saved_nano_usd += other.saved_nano_usd;

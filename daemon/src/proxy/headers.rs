@@ -3,6 +3,7 @@
 use actix_web::http::header::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
+use super::upstream::ApiKind;
 use crate::config::Secret;
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1 and RFC 9112), which describe one connection
@@ -99,25 +100,28 @@ impl CredentialId {
     }
 }
 
-/// Finds the key a request carries: `x-api-key`, else the token of `Authorization: Bearer`.
-/// Where the client sends neither, `fallback` (the daemon's `ANTHROPIC_API_KEY`) is used
-/// and returned so the caller can send it upstream.
+/// Finds the key a request carries. For the Anthropic API that is `x-api-key`, else the
+/// token of `Authorization: Bearer`. For the OpenAI API only the token counts, since OpenAI
+/// reads no `x-api-key`. Where the client sends none, `fallback` (the upstream's key from the
+/// environment) is used and returned so the caller can send it upstream.
 pub fn credential<'a>(
     headers: &HeaderMap,
+    kind: ApiKind,
     fallback: Option<&'a Secret>,
 ) -> (CredentialId, Option<&'a Secret>) {
-    let from_client = headers
-        .get("x-api-key")
-        .map(|value| value.as_bytes())
-        .or_else(|| {
-            headers.get("authorization").map(|value| {
-                let bytes = value.as_bytes();
-                match bytes.get(..7) {
-                    Some(prefix) if prefix.eq_ignore_ascii_case(b"bearer ") => &bytes[7..],
-                    _ => bytes,
-                }
-            })
-        });
+    let api_key = match kind {
+        ApiKind::Anthropic => headers.get("x-api-key").map(|value| value.as_bytes()),
+        ApiKind::OpenAi => None,
+    };
+    let from_client = api_key.or_else(|| {
+        headers.get("authorization").map(|value| {
+            let bytes = value.as_bytes();
+            match bytes.get(..7) {
+                Some(prefix) if prefix.eq_ignore_ascii_case(b"bearer ") => &bytes[7..],
+                _ => bytes,
+            }
+        })
+    });
     match (from_client, fallback) {
         (Some(key), _) => (hash_credential(key), None),
         (None, Some(secret)) => (hash_credential(secret.expose().as_bytes()), Some(secret)),
@@ -154,11 +158,18 @@ mod tests {
         map
     }
 
+    const ANTHROPIC: ApiKind = ApiKind::Anthropic;
+
     #[test]
     fn bearer_and_api_key_hash_alike() {
-        let a = credential(&headers(&[("x-api-key", "sk-1")]), None).0;
-        let b = credential(&headers(&[("authorization", "Bearer sk-1")]), None).0;
-        let c = credential(&headers(&[("x-api-key", "sk-2")]), None).0;
+        let a = credential(&headers(&[("x-api-key", "sk-1")]), ANTHROPIC, None).0;
+        let b = credential(
+            &headers(&[("authorization", "Bearer sk-1")]),
+            ANTHROPIC,
+            None,
+        )
+        .0;
+        let c = credential(&headers(&[("x-api-key", "sk-2")]), ANTHROPIC, None).0;
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.short().unwrap().len(), 12);
@@ -167,14 +178,31 @@ mod tests {
     #[test]
     fn fallback_used_only_without_client_key() {
         let secret = Secret::new("sk-env");
-        let (id, injected) = credential(&headers(&[]), Some(&secret));
+        let (id, injected) = credential(&headers(&[]), ANTHROPIC, Some(&secret));
         assert!(id.present);
         assert!(injected.is_some());
-        let (_, injected) = credential(&headers(&[("x-api-key", "sk-1")]), Some(&secret));
+        let (_, injected) =
+            credential(&headers(&[("x-api-key", "sk-1")]), ANTHROPIC, Some(&secret));
         assert!(injected.is_none());
-        let (id, _) = credential(&headers(&[]), None);
+        let (id, _) = credential(&headers(&[]), ANTHROPIC, None);
         assert!(!id.present);
         assert_eq!(id.short(), None);
+    }
+
+    #[test]
+    fn openai_reads_only_authorization() {
+        let secret = Secret::new("sk-env");
+        let only_api_key = headers(&[("x-api-key", "sk-1")]);
+        let (id, injected) = credential(&only_api_key, ApiKind::OpenAi, Some(&secret));
+        assert_eq!(id, credential(&headers(&[]), ANTHROPIC, Some(&secret)).0);
+        assert!(
+            injected.is_some(),
+            "x-api-key does not authenticate to OpenAI"
+        );
+        let bearer = headers(&[("authorization", "Bearer sk-1")]);
+        let (id, injected) = credential(&bearer, ApiKind::OpenAi, Some(&secret));
+        assert_eq!(id, credential(&only_api_key, ANTHROPIC, None).0);
+        assert!(injected.is_none());
     }
 
     #[test]

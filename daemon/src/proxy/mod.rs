@@ -1,12 +1,14 @@
-//! The HTTP proxy: actix-web handlers that forward every request to the Anthropic API.
+//! The HTTP proxy: actix-web handlers that forward every request to the Anthropic API, the
+//! OpenAI API or an OpenAI-compatible provider.
 //!
-//! Per request: read the body (bounded), build the cache key and send it to the
-//! `CacheActor`. A hit replays the stored bytes. A miss is forwarded with `awc`, and the
-//! response is relayed as it arrives (see [`relay`]). Handlers hold only `Addr`s of the
-//! actors and never wait on disk.
+//! Per request: pick the upstream from the path (see [`upstream`]), read the body
+//! (bounded), build the cache key and send it to the `CacheActor`. A hit replays the stored
+//! bytes. A miss is forwarded with `awc`, and the response is relayed as it arrives (see
+//! [`relay`]). Handlers hold only `Addr`s of the actors and never wait on disk.
 
 mod headers;
 pub mod relay;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,9 +29,10 @@ use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome};
 use crate::cache::{CacheActor, CacheKey, CachedResponse, KeyFilter, KeyParts, Lookup};
 use crate::config::Secret;
 use crate::limits::{RateLimits, Scope};
-use crate::metrics::InFlightGauge;
+use crate::metrics::{InFlight, InFlightGauge};
 use crate::pricing::PriceTable;
 use relay::{CacheTarget, Observer, RecordDraft, Relay};
+use upstream::{error_response, ApiKind, Endpoint, Router, Upstream};
 
 /// Name of the response header that reports what the cache did.
 pub const CACHE_HEADER: &str = "x-cco-cache";
@@ -45,8 +48,8 @@ pub struct ProxyState {
     pub cache_keys: Option<KeyFilter>,
     pub analytics: Addr<AnalyticsActor>,
     pub prices: Arc<PriceTable>,
-    pub anthropic_base_url: String,
-    pub anthropic_api_key: Option<Secret>,
+    /// Upstream of each request.
+    pub router: Router,
     pub max_body_bytes: usize,
     /// Time a client gets to send its body.
     pub client_timeout: Duration,
@@ -90,37 +93,6 @@ fn bool_or_none<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<boo
     Ok(value.as_bool())
 }
 
-/// Anthropic endpoint of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Messages,
-    CountTokens,
-    Other,
-}
-
-impl Route {
-    fn classify(method: &Method, path: &str) -> Route {
-        match (method, path) {
-            (&Method::POST, "/v1/messages") => Route::Messages,
-            (&Method::POST, "/v1/messages/count_tokens") => Route::CountTokens,
-            _ => Route::Other,
-        }
-    }
-}
-
-/// Builds an error response in the Anthropic format:
-/// `{"type":"error","error":{"type":KIND,"message":MESSAGE}}`.
-pub fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> HttpResponse {
-    let body = serde_json::json!({
-        "type": "error",
-        "error": { "type": kind, "message": message },
-    });
-    HttpResponse::build(status)
-        .insert_header((CACHE_HEADER, "bypass"))
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
 /// Handles every request the proxy receives.
 pub async fn handle(
     request: HttpRequest,
@@ -130,56 +102,53 @@ pub async fn handle(
 ) -> HttpResponse {
     let started = Instant::now();
     let in_flight = state.in_flight.enter();
+    let (upstream, upstream_path) = state.router.route(request.path());
+    let kind = upstream.kind;
     if !state.access_token_hashes.is_empty()
         && !headers::access_token_valid(request.headers(), &state.access_token_hashes)
     {
-        return anthropic_error(
+        return error_response(
+            kind,
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "missing or invalid proxy access token: send it as 'Proxy-Authorization: Bearer TOKEN' or 'x-cco-access-token: TOKEN'",
         );
     }
-    let body = match read_body(
-        &request,
-        payload,
-        state.max_body_bytes,
-        state.client_timeout,
-    )
-    .await
-    {
+    let body = match read_body(&request, payload, &state, kind).await {
         Ok(body) => body,
         Err(response) => return response,
     };
-    let route = Route::classify(request.method(), request.path());
+    let endpoint = Endpoint::classify(kind, request.method(), upstream_path);
     let cache = state
         .cache
         .as_ref()
-        .filter(|_| route != Route::Other && !headers::cache_opt_out(request.headers()));
+        .filter(|_| endpoint.cacheable() && !headers::cache_opt_out(request.headers()));
     // The cache key needs the whole body as JSON; without a cache lookup, only two fields
     // are read and the rest is scanned without building a tree.
-    let json: Option<Value> = match (route, cache) {
-        (Route::Other, _) | (_, None) => None,
-        (_, Some(_)) => serde_json::from_slice(&body).ok(),
+    let json: Option<Value> = match cache {
+        Some(_) => serde_json::from_slice(&body).ok(),
+        None => None,
     };
-    let peek: Option<BodyPeek> = match (route, &json) {
-        (Route::Other, _) => None,
-        (_, Some(json)) => Some(BodyPeek::from_value(json)),
-        (_, None) => serde_json::from_slice(&body).ok(),
+    let peek: Option<BodyPeek> = match (endpoint.cacheable(), &json) {
+        (false, _) => None,
+        (true, Some(json)) => Some(BodyPeek::from_value(json)),
+        (true, None) => serde_json::from_slice(&body).ok(),
     };
     let model_requested = peek.as_ref().and_then(|peek| peek.model.clone());
     let stream_requested = peek.as_ref().and_then(|peek| peek.stream).unwrap_or(false);
     let cache = cache.filter(|_| json.is_some());
 
     let (credential, injected_key) =
-        headers::credential(request.headers(), state.anthropic_api_key.as_ref());
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| request.path().to_owned(), |pq| pq.as_str().to_owned());
+        headers::credential(request.headers(), kind, upstream.api_key.as_ref());
+    let upstream_path_and_query = match request.uri().query() {
+        Some(query) => format!("{upstream_path}?{query}"),
+        None => upstream_path.to_owned(),
+    };
 
     let mut draft = RecordDraft {
         started,
         time_unix_ms: unix_ms(),
+        provider: upstream.name.clone(),
         method: request.method().as_str().to_owned(),
         path: request.path().to_owned(),
         model_requested,
@@ -189,21 +158,24 @@ pub async fn handle(
     };
     if let Some(limits) = &state.rate_limits {
         if let Err(rejection) = limits.check(&credential.hash) {
-            return rate_limited(&state, draft, rejection);
+            return rate_limited(&state, kind, draft, rejection);
         }
     }
 
-    let version = headers::joined(request.headers(), "anthropic-version");
-    let beta = headers::joined(request.headers(), "anthropic-beta");
     let key = cache.map(|_| {
+        let header = |name: &str| headers::joined(request.headers(), name);
+        let (version, beta, organization) = match kind {
+            ApiKind::Anthropic => (header("anthropic-version"), header("anthropic-beta"), None),
+            ApiKind::OpenAi => (None, None, header("openai-organization")),
+        };
         let parts = KeyParts {
-            provider: "anthropic",
+            provider: &upstream.name,
             method: request.method().as_str(),
-            path: &path_and_query,
+            path: &upstream_path_and_query,
             body: &body,
             anthropic_version: version.as_deref(),
             anthropic_beta: beta.as_deref(),
-            openai_organization: None,
+            openai_organization: organization.as_deref(),
             credential_hash: credential.hash,
         };
         CacheKey::compute_parsed(&parts, json.as_ref())
@@ -229,12 +201,51 @@ pub async fn handle(
         }
     }
 
-    let upstream = build_upstream_request(&client, &request, &state, &path_and_query, injected_key);
-    let response = match upstream.send_body(body).await {
+    let outgoing = build_upstream_request(
+        &client,
+        &request,
+        upstream,
+        &upstream_path_and_query,
+        injected_key,
+    );
+    let response = match outgoing.send_body(body).await {
         Ok(response) => response,
-        Err(err) => return upstream_failure(&state, draft, &err),
+        Err(err) => return upstream_failure(&state, upstream, draft, &err),
     };
+    let target = key.zip(cache).map(|(key, cache)| (cache.clone(), key));
+    let exchange = Exchange {
+        head_request: request.method() == Method::HEAD,
+        endpoint,
+        target,
+        in_flight,
+    };
+    relay_response(&state, response, draft, exchange)
+}
 
+/// Facts about the request that the relay of its response needs.
+struct Exchange {
+    /// A response to HEAD has no body, whatever its content-length says.
+    head_request: bool,
+    endpoint: Endpoint,
+    /// Cache and key under which a complete 2xx response is stored.
+    target: Option<(Addr<CacheActor>, CacheKey)>,
+    in_flight: InFlight,
+}
+
+/// Sends the upstream's response to the client as it arrives, with an [`Observer`] that
+/// records it and, for a complete 2xx response, stores it under `target`.
+fn relay_response(
+    state: &ProxyState,
+    response: awc::ClientResponse,
+    draft: RecordDraft,
+    exchange: Exchange,
+) -> HttpResponse {
+    let Exchange {
+        head_request,
+        endpoint,
+        target,
+        in_flight,
+    } = exchange;
     let status = response.status();
     let is_stream = response
         .headers()
@@ -257,11 +268,10 @@ pub async fn handle(
     }
     builder.insert_header((CACHE_HEADER, draft.cache.as_header_value()));
 
-    let target = key
-        .zip(cache)
+    let target = target
         .filter(|_| status.is_success())
-        .map(|(key, cache)| CacheTarget {
-            cache: cache.clone(),
+        .map(|(cache, key)| CacheTarget {
+            cache,
             key,
             headers: replay_headers,
         });
@@ -275,15 +285,14 @@ pub async fn handle(
             .and_then(|value| value.parse::<u64>().ok())
     };
     // RFC 9110 section 6.4.1: these responses have no body whatever their content-length.
-    let has_body = request.method() != Method::HEAD
-        && status != StatusCode::NO_CONTENT
-        && status != StatusCode::NOT_MODIFIED;
+    let has_body =
+        !head_request && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED;
     let observer = Observer::new(
         draft,
         state.prices.clone(),
         state.analytics.clone(),
         status.as_u16(),
-        route == Route::Messages,
+        endpoint.usage_format(),
         is_stream,
         target,
         MAX_CAPTURED_BYTES,
@@ -297,16 +306,20 @@ pub async fn handle(
     }
 }
 
-/// Reads the request body, rejecting one above `limit` with 413 before it is buffered.
+/// Reads the request body, rejecting one above `--max-body-size` with 413 before it is
+/// buffered. Errors are in the format of `kind`'s API.
 async fn read_body(
     request: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
-    timeout: Duration,
+    state: &ProxyState,
+    kind: ApiKind,
 ) -> Result<Bytes, HttpResponse> {
-    let result = match actix_rt::time::timeout(timeout, read_body_unbounded(request, payload, limit)).await {
+    let timeout = state.client_timeout;
+    let reading = read_body_unbounded(request, payload, state.max_body_bytes, kind);
+    let result = match actix_rt::time::timeout(timeout, reading).await {
         Ok(result) => result,
-        Err(_) => Err(anthropic_error(
+        Err(_) => Err(error_response(
+            kind,
             StatusCode::REQUEST_TIMEOUT,
             "invalid_request_error",
             &format!(
@@ -330,9 +343,11 @@ async fn read_body_unbounded(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    kind: ApiKind,
 ) -> Result<Bytes, HttpResponse> {
     let too_large = || {
-        anthropic_error(
+        error_response(
+            kind,
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",
             &format!(
@@ -351,7 +366,8 @@ async fn read_body_unbounded(
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| {
-            anthropic_error(
+            error_response(
+                kind,
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 &format!("cannot read the request body: {err}"),
@@ -365,16 +381,18 @@ async fn read_body_unbounded(
     Ok(body.freeze())
 }
 
-/// Builds the upstream request: same method, path, query and end-to-end headers.
+/// Builds the upstream request: same method, query and end-to-end headers, and the path
+/// without the prefix that selected the upstream. An injected key goes in the header that
+/// the upstream's API reads: `x-api-key` for Anthropic, `Authorization: Bearer` for OpenAI.
 fn build_upstream_request(
     client: &awc::Client,
     request: &HttpRequest,
-    state: &ProxyState,
+    upstream: &Upstream,
     path_and_query: &str,
     injected_key: Option<&Secret>,
 ) -> awc::ClientRequest {
-    let url = format!("{}{}", state.anthropic_base_url, path_and_query);
-    let mut upstream = client.request(request.method().clone(), url);
+    let url = format!("{}{}", upstream.base_url, path_and_query);
+    let mut outgoing = client.request(request.method().clone(), url);
     let connection_listed = headers::connection_listed(request.headers());
     for (name, value) in request.headers() {
         if headers::is_connection_specific(name, &connection_listed)
@@ -383,35 +401,43 @@ fn build_upstream_request(
         {
             continue;
         }
-        upstream = upstream.append_header((name.clone(), value.clone()));
+        outgoing = outgoing.append_header((name.clone(), value.clone()));
     }
     // The proxy reads usage from the body, so it requests an uncompressed one. The client's
     // own leg is a local connection, where compression saves nothing.
-    upstream = upstream.insert_header(("accept-encoding", "identity"));
+    outgoing = outgoing.insert_header(("accept-encoding", "identity"));
     if let Some(key) = injected_key {
-        match HeaderValue::from_str(key.expose()) {
+        let (name, text) = match upstream.kind {
+            ApiKind::Anthropic => ("x-api-key", key.expose().to_owned()),
+            ApiKind::OpenAi => ("authorization", format!("Bearer {}", key.expose())),
+        };
+        match HeaderValue::from_str(&text) {
             Ok(mut value) => {
                 value.set_sensitive(true);
-                upstream = upstream.insert_header((HeaderName::from_static("x-api-key"), value));
+                outgoing = outgoing.insert_header((HeaderName::from_static(name), value));
             }
             Err(_) => warn!(
                 actor = "proxy",
-                "ANTHROPIC_API_KEY contains characters not allowed in a header; not sent"
+                provider = %upstream.name,
+                variable = upstream.api_key_env.as_deref().unwrap_or("-"),
+                "the API key contains characters not allowed in a header; not sent"
             ),
         }
     }
-    upstream
+    outgoing
 }
 
-/// Response headers stored with a cache entry. Rate-limit and retry headers describe the
-/// live account state at the original response and would be stale on a replay.
+/// Response headers stored with a cache entry. Rate-limit and retry headers, Anthropic's
+/// `anthropic-ratelimit-*` and OpenAI's `x-ratelimit-*`, describe the live account state at
+/// the original response and would be stale on a replay.
 fn is_replayed_header(name: &HeaderName) -> bool {
     let name = name.as_str();
     !(name == "date"
         || name == "retry-after"
         || name == "set-cookie"
         || name == CACHE_HEADER
-        || name.starts_with("anthropic-ratelimit-"))
+        || name.starts_with("anthropic-ratelimit-")
+        || name.starts_with("x-ratelimit-"))
 }
 
 /// Serves a request from a cache entry and records the hit with the cost it saved.
@@ -447,6 +473,7 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
 /// records the rejection.
 fn rate_limited(
     state: &ProxyState,
+    kind: ApiKind,
     draft: RecordDraft,
     rejection: crate::limits::Rejection,
 ) -> HttpResponse {
@@ -471,7 +498,12 @@ fn rate_limited(
         Duration::ZERO,
     );
     relay::submit(&state.analytics, record);
-    let mut response = anthropic_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", &message);
+    let mut response = error_response(
+        kind,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        &message,
+    );
     response.headers_mut().insert(
         HeaderName::from_static("retry-after"),
         HeaderValue::from(retry_after),
@@ -483,10 +515,12 @@ fn rate_limited(
 /// rest, with the cause named.
 fn upstream_failure(
     state: &ProxyState,
+    upstream: &Upstream,
     draft: RecordDraft,
     err: &SendRequestError,
 ) -> HttpResponse {
-    let base = &state.anthropic_base_url;
+    let base = &upstream.base_url;
+    let setting = &upstream.base_url_setting;
     let (status, message) = match err {
         SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => (
             StatusCode::GATEWAY_TIMEOUT,
@@ -494,14 +528,15 @@ fn upstream_failure(
         ),
         SendRequestError::Connect(_) => (
             StatusCode::BAD_GATEWAY,
-            format!("cannot connect to upstream {base}: {err}; check --anthropic-base-url and the network"),
+            format!("cannot connect to upstream {base}: {err}; check {setting} and the network"),
         ),
         _ => (
             StatusCode::BAD_GATEWAY,
             format!("upstream {base} failed: {err}"),
         ),
     };
-    debug!(actor = "proxy", status = status.as_u16(), error = %err, "upstream request failed");
+    debug!(actor = "proxy", provider = %upstream.name, status = status.as_u16(), error = %err,
+        "upstream request failed");
     let cache_outcome = draft.cache;
     let ttfb = Duration::ZERO;
     let record = draft.finish(
@@ -512,7 +547,7 @@ fn upstream_failure(
         ttfb,
     );
     relay::submit(&state.analytics, record);
-    let mut response = anthropic_error(status, "api_error", &message);
+    let mut response = error_response(upstream.kind, status, "api_error", &message);
     response.headers_mut().insert(
         HeaderName::from_static(CACHE_HEADER),
         HeaderValue::from_static(cache_outcome.as_header_value()),
@@ -555,7 +590,8 @@ pub async fn metrics(state: web::Data<ProxyState>) -> HttpResponse {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
             .body(text),
-        Err(err) => anthropic_error(
+        Err(err) => error_response(
+            ApiKind::Anthropic,
             StatusCode::INTERNAL_SERVER_ERROR,
             "api_error",
             &format!("cannot read the metrics: {err}; see the ccod log"),

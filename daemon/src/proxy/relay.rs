@@ -23,13 +23,15 @@ use crate::cache::{CacheActor, CacheKey, CachedResponse, Store};
 use crate::metrics::InFlight;
 use crate::pricing::{self, PriceTable};
 use crate::sse::SseParser;
-use crate::usage::{self, StreamUsage, Usage};
+use crate::usage::{StreamTracker, Usage, UsageFormat};
 
 /// Facts about a request known before the upstream responds.
 #[derive(Debug, Clone)]
 pub struct RecordDraft {
     pub started: Instant,
     pub time_unix_ms: u64,
+    /// Name of the upstream: `anthropic`, `openai` or a `[[providers]]` name.
+    pub provider: String,
     pub method: String,
     pub path: String,
     pub model_requested: Option<String>,
@@ -50,10 +52,10 @@ impl RecordDraft {
     ) -> RequestRecord {
         let usage = usage.unwrap_or_default();
         let model = usage.model.as_deref().or(self.model_requested.as_deref());
-        let (model_priced, cost_nano_usd) = price(prices, model, &usage.tokens);
+        let (model_priced, cost_nano_usd) = price(prices, &self.provider, model, &usage.tokens);
         RequestRecord {
             time_unix_ms: self.time_unix_ms,
-            provider: "anthropic".to_owned(),
+            provider: self.provider,
             method: self.method,
             path: self.path,
             model_requested: self.model_requested,
@@ -69,6 +71,7 @@ impl RecordDraft {
             cost_nano_usd,
             saved_nano_usd: None,
             credential: self.credential,
+            usage_missing: false,
         }
     }
 }
@@ -77,17 +80,19 @@ pub fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Prices `tokens` of `model`. Returns the price row's id and the cost.
+/// Prices `tokens` of `model` with the rows of `provider`. Returns the price row's id and
+/// the cost.
 ///
 /// The cost is `None` (unpriced) for a model the table does not know, even without tokens,
 /// so that its stats row shows `unpriced` and never $0. A request that names no model and
 /// used no tokens, such as `GET /v1/models`, costs 0.
 pub fn price(
     prices: &PriceTable,
+    provider: &str,
     model: Option<&str>,
     tokens: &TokenCounts,
 ) -> (Option<String>, Option<u64>) {
-    match model.and_then(|model| prices.resolve(model)) {
+    match model.and_then(|model| prices.resolve(provider, model)) {
         Some(row) => (Some(row.id.clone()), Some(pricing::cost(row, tokens))),
         None if model.is_none() && tokens.total() == 0 => (None, Some(0)),
         None => (None, None),
@@ -110,10 +115,11 @@ pub struct Observer {
     pub status: u16,
     /// Time at which the response headers arrived.
     pub headers_at: Instant,
-    /// Set for `/v1/messages`, whose responses carry usage.
-    pub reads_usage: bool,
-    /// `Some` for an event stream.
-    pub sse: Option<(SseParser, StreamUsage)>,
+    /// Usage format of the endpoint, or `None` for one whose responses carry no usage.
+    pub usage_format: Option<UsageFormat>,
+    /// `Some` for an event stream of an endpoint that reports usage.
+    pub sse: Option<(SseParser, StreamTracker)>,
+    pub is_stream: bool,
     pub cache: Option<CacheTarget>,
     /// Copy of the body, kept while it fits `capture_limit`.
     pub captured: BytesMut,
@@ -146,22 +152,26 @@ impl Observer {
         prices: Arc<PriceTable>,
         analytics: Addr<AnalyticsActor>,
         status: u16,
-        reads_usage: bool,
+        usage_format: Option<UsageFormat>,
         is_stream: bool,
         cache: Option<CacheTarget>,
         capture_limit: usize,
         declared_length: Option<u64>,
     ) -> Self {
         // A JSON body is collected to read its usage even when it is not cached.
-        let capture = cache.is_some() || (reads_usage && !is_stream);
+        let capture = cache.is_some() || (usage_format.is_some() && !is_stream);
+        let sse = usage_format
+            .filter(|_| is_stream)
+            .map(|format| (SseParser::new(), format.stream_tracker()));
         Self {
             draft,
             prices,
             analytics,
             status,
             headers_at: Instant::now(),
-            reads_usage,
-            sse: is_stream.then(|| (SseParser::new(), StreamUsage::default())),
+            usage_format,
+            sse,
+            is_stream,
             cache,
             captured: BytesMut::new(),
             capture,
@@ -185,9 +195,7 @@ impl Observer {
         }
         self.received_bytes += chunk.len() as u64;
         if let Some((parser, stream)) = &mut self.sse {
-            if self.reads_usage {
-                parser.feed(chunk, |event| stream.observe(&event));
-            }
+            parser.feed(chunk, |event| stream.observe(&event));
         }
         if self.capture {
             if self.captured.len() + chunk.len() > self.capture_limit {
@@ -201,12 +209,13 @@ impl Observer {
     }
 
     /// True when a body that ended without an error is still incomplete: shorter than its
-    /// `content-length`, a Messages stream without `message_stop` or `error`, or a 2xx
-    /// Messages JSON body that does not parse.
+    /// `content-length`, an event stream of an endpoint that reports usage without its
+    /// terminal event (`message_stop`, `data: [DONE]` or `response.completed`) or an error
+    /// event, or a 2xx JSON body of such an endpoint that does not parse.
     ///
     /// awc 3.11 ends the body without an error when the upstream closes the connection
-    /// early, between two chunks included, so these checks are what separates an upstream that
-    /// cut its response from one that finished.
+    /// early, between two chunks included, so these checks are what separates an upstream
+    /// that cut its response from one that finished.
     /// NOTE: a chunked body of another path has no such check, so a cut there still
     /// reaches the client as complete.
     fn ended_early(&self) -> bool {
@@ -217,12 +226,12 @@ impl Observer {
             return true;
         }
         match &self.sse {
-            Some((parser, stream)) if self.reads_usage && !parser.overflowed() => {
-                !stream.saw_stop && !stream.saw_error
+            Some((parser, stream)) => {
+                !parser.overflowed() && !stream.saw_end() && !stream.saw_error()
             }
-            Some(_) => false,
             None => {
-                self.reads_usage
+                self.usage_format.is_some()
+                    && !self.is_stream
                     && self.capture
                     && (200..300).contains(&self.status)
                     && serde_json::from_slice::<serde::de::IgnoredAny>(&self.captured).is_err()
@@ -236,28 +245,34 @@ impl Observer {
             other => other,
         };
         let success = (200..300).contains(&self.status);
-        let (usage, cacheable) = match &self.sse {
-            Some((parser, stream)) => {
-                let usage = stream.saw_usage.then(|| stream.usage.clone());
-                let complete = stream.saw_stop && !stream.saw_error && !parser.overflowed();
-                (usage, complete)
+        let (usage, cacheable) = match (&self.sse, self.usage_format) {
+            (Some((parser, stream)), _) => {
+                let complete = stream.saw_end() && !stream.saw_error() && !parser.overflowed();
+                (stream.usage(), complete)
             }
-            None if self.reads_usage && self.capture && end == End::Complete => {
-                let usage = usage::from_message_body(&self.captured);
+            (None, Some(format)) if !self.is_stream && self.capture && end == End::Complete => {
+                let usage = format.from_body(&self.captured);
                 let parsed = usage.is_some();
                 (usage, parsed)
             }
-            None => (None, end == End::Complete),
+            (None, _) => (None, end == End::Complete),
         };
+        // A stream whose usage never came has an unknown cost, which is not $0. The parser
+        // gives up on an overlong line, so an overflowed stream counts too.
+        let usage_missing = success && self.sse.is_some() && usage.is_none();
         let outcome = match end {
             End::Complete => Outcome::Completed,
             End::UpstreamFailed => Outcome::UpstreamFailed,
             End::ClientGone => Outcome::ClientDisconnected,
         };
         let ttfb = self.first_byte_at.unwrap_or(self.headers_at) - self.draft.started;
-        let record = self
+        let mut record = self
             .draft
             .finish(&self.prices, self.status, outcome, usage, ttfb);
+        if usage_missing {
+            record.usage_missing = true;
+            record.cost_nano_usd = None;
+        }
         if let Some(target) = self.cache {
             if success && end == End::Complete && cacheable && self.capture {
                 target.cache.do_send(Store {
@@ -266,7 +281,7 @@ impl Observer {
                         status: self.status,
                         headers: target.headers,
                         body: self.captured.freeze(),
-                        is_stream: self.sse.is_some(),
+                        is_stream: self.is_stream,
                         model: record
                             .model_priced
                             .clone()
@@ -291,13 +306,19 @@ fn usd(nano: u64) -> String {
 /// The line carries no header, body or credential, only the hash prefix.
 pub fn submit(analytics: &Addr<AnalyticsActor>, record: RequestRecord) {
     let tokens = &record.tokens;
-    info!(actor = "proxy", method = %record.method, path = %record.path,
+    let cost = match record.cost_nano_usd {
+        Some(cost) => usd(cost),
+        None if record.usage_missing => "unknown: no usage in the stream".to_owned(),
+        None => "unpriced".to_owned(),
+    };
+    info!(actor = "proxy", provider = %record.provider, method = %record.method,
+        path = %record.path,
         status = record.status, outcome = ?record.outcome,
         cache = record.cache.as_header_value(),
         model = record.model_priced.as_deref().or(record.model_requested.as_deref()).unwrap_or("-"),
         input = tokens.input, output = tokens.output, cache_write_5m = tokens.cache_write_5m,
         cache_write_1h = tokens.cache_write_1h, cache_read = tokens.cache_read,
-        cost_usd = %record.cost_nano_usd.map_or_else(|| "unpriced".to_owned(), usd),
+        cost_usd = %cost,
         latency_ms = record.latency_us as f64 / 1000.0,
         credential = record.credential.as_deref().unwrap_or("-"), "request");
     analytics.do_send(Record(record));
@@ -343,7 +364,8 @@ where
             }
             Poll::Ready(None) => match this.observer.take() {
                 Some(observer) if observer.ended_early() => {
-                    warn!(actor = "proxy", path = %observer.draft.path,
+                    warn!(actor = "proxy", provider = %observer.draft.provider,
+                        path = %observer.draft.path,
                         "upstream ended its response early; closing the client connection");
                     observer.finish(End::UpstreamFailed);
                     // An error makes actix-web close the connection without the last chunk,

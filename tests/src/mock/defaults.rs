@@ -18,6 +18,13 @@
 //!   first with its leading space), `message_start` carries the input tokens
 //!   and 1 output token, and `message_delta` carries the total output tokens.
 //! - Cache token counts are always 0.
+//!
+//! `POST /v1/chat/completions` follows the same rules in the OpenAI format: every message
+//! counts towards `prompt_tokens` (there is no separate `system`), `max_completion_tokens`
+//! or else `max_tokens` limits the words, and `finish_reason` is `length` instead of `stop`
+//! when it does. A streaming reply sends one chunk per word and ends with `data: [DONE]`;
+//! it carries a usage chunk only when the request sets `stream_options.include_usage`.
+//! `cached_tokens` is always 0.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +32,7 @@ use serde_json::{json, Value};
 
 use super::reply::Reply;
 use super::RecordedRequest;
-use crate::anthropic;
+use crate::{anthropic, openai};
 
 const REPLY_PREFIX: &str = "Mock reply to:";
 const QUOTED_WORD_LIMIT: usize = 12;
@@ -59,6 +66,7 @@ pub(super) fn respond(request: &RecordedRequest, sequence: u64, chunk_delay: Dur
     let reply = match (request.method.as_str(), path) {
         ("POST", "/v1/messages") => create_message(request, sequence, chunk_delay),
         ("POST", "/v1/messages/count_tokens") => count_tokens(request),
+        ("POST", "/v1/chat/completions") => create_chat_completion(request, chunk_delay),
         ("GET", "/v1/models") => list_models(),
         ("GET", _) if path.starts_with("/v1/models/") => get_model(&path["/v1/models/".len()..]),
         _ => Reply::error(
@@ -252,6 +260,108 @@ fn with_rate_limit_headers(reply: Reply, sequence: u64, tokens: u64) -> Reply {
             &TOKENS_LIMIT.saturating_sub(tokens).to_string(),
         )
         .header("anthropic-ratelimit-tokens-reset", &reset)
+}
+
+/// Fields of a Chat Completions request that the default response depends on.
+struct ChatRequest {
+    /// The request in the shape the Messages rules use.
+    message: MessageRequest,
+    include_usage: bool,
+}
+
+fn parse_chat_request(request: &RecordedRequest) -> Result<ChatRequest, Reply> {
+    let invalid =
+        |message: &str| Reply::json(400, openai::error_json("invalid_request_error", message));
+    let body: Value = serde_json::from_slice(&request.body).map_err(|err| {
+        invalid(&format!(
+            "We could not parse the JSON body of your request: {err}"
+        ))
+    })?;
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("you must provide a model parameter"))?
+        .to_string();
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("Missing required parameter: 'messages'."))?;
+    let text_bytes: u64 = messages
+        .iter()
+        .map(|message| message.get("content").map_or(0, content_text_bytes))
+        .sum();
+    let last_user_text = messages
+        .iter()
+        .rev()
+        .find(|message| message.get("role").and_then(Value::as_str) == Some("user"))
+        .and_then(|message| message.get("content"))
+        .map(content_text)
+        .unwrap_or_default();
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|name| body.get(*name).and_then(Value::as_u64));
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
+    Ok(ChatRequest {
+        message: MessageRequest {
+            model,
+            input_tokens: text_bytes.div_ceil(4).max(1),
+            max_tokens,
+            stream: body.get("stream").and_then(Value::as_bool) == Some(true),
+            last_user_text,
+        },
+        include_usage,
+    })
+}
+
+fn create_chat_completion(request: &RecordedRequest, chunk_delay: Duration) -> Reply {
+    let parsed = match parse_chat_request(request) {
+        Ok(parsed) => parsed,
+        Err(reply) => return reply,
+    };
+    let message = &parsed.message;
+    let (words, stop_reason) = reply_words(message);
+    let finish_reason = if stop_reason == "max_tokens" {
+        "length"
+    } else {
+        "stop"
+    };
+    let usage = openai::usage(message.input_tokens, words.len() as u64);
+    let id = openai::next_completion_id();
+    if message.stream {
+        let pieces: Vec<String> = words
+            .iter()
+            .enumerate()
+            .map(|(index, word)| {
+                if index == 0 {
+                    word.clone()
+                } else {
+                    format!(" {word}")
+                }
+            })
+            .collect();
+        let piece_refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let stream_usage = parsed.include_usage.then_some(&usage);
+        let events = openai::chat_chunks_with(
+            &id,
+            &message.model,
+            &piece_refs,
+            finish_reason,
+            stream_usage,
+        );
+        Reply::sse(events).chunk_delay(chunk_delay)
+    } else {
+        let body = openai::chat_completion_json_with(
+            &id,
+            &message.model,
+            &words.join(" "),
+            finish_reason,
+            &usage,
+        );
+        Reply::json(200, body)
+    }
 }
 
 fn count_tokens(request: &RecordedRequest) -> Reply {
