@@ -17,11 +17,12 @@ pub mod pricing;
 pub mod proxy;
 pub mod sse;
 pub mod tls;
+pub mod updater;
 pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter};
@@ -34,6 +35,7 @@ use cache::{CacheActor, CacheConfig};
 use config::Config;
 use pricing::PriceTable;
 use proxy::ProxyState;
+use updater::{Restart, RestartSlot, UpdaterActor};
 
 /// Time in-flight requests get to finish after a stop signal.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,10 +55,21 @@ pub struct Daemon {
     db: sled::Db,
     control: actix_rt::task::JoinHandle<()>,
     arbiters: Vec<Arbiter>,
+    restart: RestartSlot,
+}
+
+/// How the daemon stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// On a signal or `ccoctl shutdown`.
+    Normally,
+    /// After an update or rollback that asked for a restart, which the caller carries out
+    /// with [`Restart::execute`].
+    ForRestart(Restart),
 }
 
 /// Runs the daemon until it is told to stop.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     start(config).await?.wait().await
 }
 
@@ -139,10 +152,16 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     }
     let (server, http_addr) = bind_http(&config, state)?;
 
+    let restart: RestartSlot = Arc::new(Mutex::new(None));
+    // awc futures are not Send, so the updater runs on this (the system) arbiter.
+    let updater =
+        UpdaterActor::new(config.updates.clone(), server.handle(), restart.clone()).start();
+
     let socket = control::bind(&config.socket_path)?;
     let context = Arc::new(control::ControlContext {
         analytics: analytics.clone(),
         cache: cache.clone(),
+        updater,
         config: config.clone(),
         started,
         listen_addr: http_addr.to_string(),
@@ -152,6 +171,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 
     info!(actor = "proxy", addr = %http_addr, tls = config.tls.is_some(),
         upstream = %config.anthropic_base_url, cache = config.cache_enabled, "listening");
+    notify_service_manager(&[sd_ready()]);
     Ok(Daemon {
         http_addr,
         socket_path: config.socket_path.clone(),
@@ -161,8 +181,40 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         db,
         control,
         arbiters,
+        restart,
     })
 }
+
+#[cfg(unix)]
+fn sd_ready() -> sd_notify::NotifyState<'static> {
+    sd_notify::NotifyState::Ready
+}
+
+#[cfg(unix)]
+fn sd_stopping() -> sd_notify::NotifyState<'static> {
+    sd_notify::NotifyState::Stopping
+}
+
+/// Sends `states` to systemd when it started the daemon with `Type=notify`, that is when
+/// `NOTIFY_SOCKET` is set; does nothing otherwise.
+#[cfg(unix)]
+fn notify_service_manager(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(err) = sd_notify::notify(false, states) {
+        warn!(error = %err, "cannot notify the service manager through NOTIFY_SOCKET");
+    }
+}
+
+#[cfg(not(unix))]
+fn sd_ready() {}
+
+#[cfg(not(unix))]
+fn sd_stopping() {}
+
+#[cfg(not(unix))]
+fn notify_service_manager(_states: &[()]) {}
 
 fn bind_http(
     config: &Config,
@@ -230,8 +282,9 @@ impl Daemon {
 
     /// Serves until the HTTP server stops, then writes every buffered record and cache
     /// entry to disk and removes the control socket.
-    pub async fn wait(self) -> anyhow::Result<()> {
+    pub async fn wait(self) -> anyhow::Result<Stopped> {
         let served = self.server.await;
+        notify_service_manager(&[sd_stopping()]);
         info!(actor = "proxy", "stopped accepting requests; flushing");
         self.control.abort();
         let _ = self.control.await;
@@ -266,7 +319,8 @@ impl Daemon {
         if failed {
             anyhow::bail!("some data could not be written at shutdown; see the log above");
         }
-        info!("ccod stopped");
-        Ok(())
+        let restart = self.restart.lock().ok().and_then(|mut slot| slot.take());
+        info!(restart = ?restart, "ccod stopped");
+        Ok(restart.map_or(Stopped::Normally, Stopped::ForRestart))
     }
 }
