@@ -1,10 +1,12 @@
 //! Test support for CCO: a mock Anthropic upstream, a raw HTTP/1.1 client, builders for
-//! Anthropic response bodies, and a harness that runs the real `ccod` and `ccoctl`.
+//! Anthropic response bodies, a harness that runs the real `ccod` and `ccoctl`, and a
+//! release server for the updater.
 
 pub mod anthropic;
 pub mod client;
 pub mod daemon;
 pub mod mock;
+pub mod release_server;
 mod wire;
 
 pub use client as http;

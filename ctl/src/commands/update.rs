@@ -113,11 +113,17 @@ fn render_check(reply: &UpdateReply) -> String {
 
 fn render_install(reply: &UpdateReply) -> String {
     let Some(installed) = &reply.installed_version else {
-        let latest = reply.latest_version.as_deref().unwrap_or("none");
-        return format!(
-            "ccod {} is up to date (newest {} release: {latest})\n",
-            reply.running_version, reply.channel
-        );
+        return match &reply.latest_version {
+            Some(latest) => format!(
+                "nothing to install: the newest {} release, {latest}, is not newer than the \
+                 installed ccod (running {})\n",
+                reply.channel, reply.running_version
+            ),
+            None => format!(
+                "nothing to install: the feed lists no {} release (running {})\n",
+                reply.channel, reply.running_version
+            ),
+        };
     };
     format!(
         "installed ccod and ccoctl {installed} in {}; the replaced ones are ccod.bak and \
@@ -199,7 +205,8 @@ install dir:      /opt/cco/bin
         reply.update_available = false;
         assert_eq!(
             render(&reply),
-            "ccod 0.1.0 is up to date (newest stable release: 0.1.0)\n"
+            "nothing to install: the newest stable release, 0.1.0, is not newer than the \
+             installed ccod (running 0.1.0)\n"
         );
     }
 
