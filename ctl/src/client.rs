@@ -36,7 +36,7 @@ impl Client {
         &self.socket
     }
 
-    /// The same target with at least `timeout` for one exchange, for requests that take
+    /// Returns the same target with at least `timeout` for one exchange, for requests that take
     /// longer than most, such as an install.
     pub fn with_min_timeout(&self, timeout: Duration) -> Self {
         Self {

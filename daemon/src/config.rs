@@ -247,7 +247,7 @@ pub struct UpdateSettings {
     pub download_timeout: Duration,
 }
 
-/// Which releases the updater takes.
+/// Release channel: the set of releases the updater takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     /// Releases without the `prerelease` flag and without a semver pre-release part.
@@ -584,6 +584,7 @@ fn parse_updates(section: UpdatesSection) -> Result<UpdateSettings, ConfigError>
     if let Err(err) = crate::updater::check_url(&feed_url) {
         return Err(invalid("updates.feed_url", &feed_url, &err.to_string()));
     }
+
     let channel = match section.channel.as_deref().unwrap_or("stable") {
         "stable" => Channel::Stable,
         "beta" => Channel::Beta,
@@ -595,6 +596,7 @@ fn parse_updates(section: UpdatesSection) -> Result<UpdateSettings, ConfigError>
             ))
         }
     };
+
     let check_interval = section.check_interval.unwrap_or(86_400);
     if check_interval == 0 {
         return Err(invalid(
@@ -603,6 +605,7 @@ fn parse_updates(section: UpdatesSection) -> Result<UpdateSettings, ConfigError>
             "must be at least 1 second; set enabled = false to turn periodic checks off",
         ));
     }
+
     let max_download_size = section.max_download_size.unwrap_or(200);
     if max_download_size == 0 {
         return Err(invalid(
@@ -611,6 +614,7 @@ fn parse_updates(section: UpdatesSection) -> Result<UpdateSettings, ConfigError>
             "must be at least 1 MB",
         ));
     }
+
     let download_timeout = section.download_timeout.unwrap_or(600);
     if download_timeout == 0 {
         return Err(invalid(
@@ -619,6 +623,7 @@ fn parse_updates(section: UpdatesSection) -> Result<UpdateSettings, ConfigError>
             "must be at least 1 second",
         ));
     }
+
     // The running binary's directory: where the binaries to replace are, unless the file
     // names another.
     let install_dir = section.install_dir.or_else(|| {

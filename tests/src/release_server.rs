@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Longest time a server runs.
+/// Maximum lifetime of a server.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(180);
 
 /// Connections a server accepts before it stops.
 pub const MAX_CONNECTIONS: usize = 500;
 
-/// Longest time a [`Route::Stall`] holds its connection open.
+/// Maximum time a [`Route::Stall`] keeps its connection open.
 pub const MAX_STALL: Duration = Duration::from_secs(30);
 
 /// Largest request head read.
@@ -36,7 +36,7 @@ pub enum Route {
     },
     /// Announces `body.len()` in `Content-Length` but closes after `sent` bytes.
     Cut { body: Vec<u8>, sent: usize },
-    /// Sends `sent` bytes of `body`, then holds the connection for `hold` (at most
+    /// Sends `sent` bytes of `body`, then keeps the connection open for `hold` (at most
     /// [`MAX_STALL`]) before closing it.
     Stall {
         body: Vec<u8>,
@@ -48,7 +48,7 @@ pub enum Route {
 }
 
 impl Route {
-    /// A 200 response with `body`.
+    /// Builds a 200 response with `body`.
     pub fn ok(content_type: &str, body: impl Into<Vec<u8>>) -> Self {
         Route::Body {
             status: 200,
@@ -121,12 +121,12 @@ impl ReleaseServer {
         self.routes.lock().unwrap().insert(path.to_owned(), route);
     }
 
-    /// Stops serving `path`; it answers 404 from now on.
+    /// Stops serving `path`, which returns 404 from now on.
     pub fn remove(&self, path: &str) {
         self.routes.lock().unwrap().remove(path);
     }
 
-    /// The requests received so far, in order.
+    /// Returns the requests received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.requests.lock().unwrap().clone()
     }

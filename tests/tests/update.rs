@@ -31,7 +31,7 @@ fn asset_name(version: &str) -> String {
     )
 }
 
-/// A `ccod` script that prints `ccod VERSION` for `--version`. Run any other way, it
+/// Returns a `ccod` script that prints `ccod VERSION` for `--version`. Run any other way, it
 /// writes its arguments to `reexec-args` beside itself and exits 0.
 fn ccod_script(version: &str) -> Vec<u8> {
     format!(
@@ -272,7 +272,7 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-/// Every entry of `dir` with its bytes and mode; directories with empty bytes.
+/// Reads every entry of `dir` with its bytes and mode, directories with empty bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
     let mut entries = BTreeMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -615,7 +615,7 @@ fn stale_partial_is_removed_not_reused() {
     );
 }
 
-/// Whether this test process runs as root, read from the owner of a file it creates.
+/// Returns whether this test process runs as root, from the owner of a file it creates.
 fn running_as_root(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let probe = dir.join("uid-probe");
@@ -635,7 +635,7 @@ fn chown_tree(path: &Path, uid: u32) {
 }
 
 /// Root ignores directory permissions, so as root the daemon runs as `nobody` (65534)
-/// through `setpriv`, on files it owns; as another user, the chmod alone is enough.
+/// through `setpriv`, on files it owns. As another user, the chmod alone is enough.
 #[test]
 fn install_dir_without_write_permission() {
     let mut fixture = Fixture::new();
@@ -791,6 +791,52 @@ fn stalled_download_times_out() {
     let started = Instant::now();
     fixture.assert_install_fails("timed out after 2 s");
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn concurrent_install_is_rejected() {
+    let mut fixture = Fixture::new();
+    let release = Release::new("0.2.0");
+    let archive = release.archive.clone();
+    fixture.publish(&[release]);
+    fixture.server.set(
+        &format!("/files/{}", asset_name("0.2.0")),
+        Route::Stall {
+            sent: 10,
+            body: archive,
+            hold: Duration::from_secs(20),
+        },
+    );
+    fixture.start("download_timeout = 4\n");
+    let before = fixture.snapshot();
+    let socket = fixture.dirs.socket();
+    let first =
+        std::thread::spawn(move || cco_tests::daemon::ctl(&socket, &["update", "--no-restart"]));
+    let asset_path = format!("/files/{}", asset_name("0.2.0"));
+    wait_for(
+        "the first download to start",
+        Duration::from_secs(10),
+        || {
+            fixture
+                .server
+                .requests()
+                .iter()
+                .any(|request| request.path == asset_path)
+        },
+    );
+
+    let output = fixture.update(&["--rollback", "--no-restart"]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("another update or rollback is running"),
+        "{message}"
+    );
+
+    let first = first.join().unwrap();
+    assert!(stderr(&first).contains("timed out"), "{}", stderr(&first));
+    assert_no_staging(&fixture.install_dir);
+    assert_eq!(fixture.snapshot(), before);
 }
 
 #[test]

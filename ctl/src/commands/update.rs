@@ -1,8 +1,8 @@
 //! `ccoctl update`: check for, install or roll back a release through the daemon.
 //!
 //! The daemon does the work and replies once, at the end. On a terminal, `ccoctl` shows a
-//! spinner on standard error while it waits; it does not show download progress, because
-//! the daemon does not report any.
+//! spinner on standard error while it waits. It shows no download progress, because the
+//! daemon does not report any.
 
 use std::io::IsTerminal;
 use std::time::Duration;

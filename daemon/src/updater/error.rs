@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-/// Why an update request failed. The message names the value at fault and what to do.
+/// Failure of an update request. The message names the value at fault and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
     #[error("rejected URL '{url}': {reason}")]
@@ -114,7 +114,7 @@ pub enum UpdateError {
 }
 
 impl UpdateError {
-    /// An I/O failure while doing `action` on `path`.
+    /// Builds the error for an I/O failure while doing `action` on `path`.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         UpdateError::Io {
             action,

@@ -70,12 +70,10 @@ impl Staging {
             .prefix(STAGING_PREFIX)
             .tempdir_in(install_dir)
             .map_err(|err| match err.kind() {
-                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-                    UpdateError::InstallDirNotWritable {
-                        dir: install_dir.to_path_buf(),
-                        source: err,
-                    }
-                }
+                io::ErrorKind::PermissionDenied => UpdateError::InstallDirNotWritable {
+                    dir: install_dir.to_path_buf(),
+                    source: err,
+                },
                 _ => UpdateError::io("create a staging directory in", install_dir, err),
             })?;
         set_mode(dir.path(), 0o700)?;
@@ -89,7 +87,7 @@ impl Staging {
         self.dir.path()
     }
 
-    /// Where the archive `asset` is downloaded.
+    /// Returns the path the archive `asset` is downloaded to.
     pub fn download_path(&self, asset: &str) -> PathBuf {
         self.path().join(format!("{asset}.part"))
     }
@@ -253,11 +251,11 @@ struct Replacement {
     /// Copy of the file at `target` before the swap, inside the staging directory; `None`
     /// when there was none.
     previous: Option<PathBuf>,
-    /// Where `previous` is kept once the swap has succeeded.
+    /// Path that `previous` is renamed to once the swap has succeeded.
     backup: PathBuf,
 }
 
-/// How a staged binary gets its permission bits.
+/// Source of a staged binary's permission bits.
 #[derive(Clone, Copy)]
 pub enum ModeSource {
     /// Those of the file it replaces, so an install keeps what the user set.

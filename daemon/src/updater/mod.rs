@@ -3,7 +3,7 @@
 //! State: the `[updates]` settings, whether an install or rollback is running, and the
 //! version this process last put in place. Messages: [`UpdateCommand`] from the control
 //! server, and a periodic check when `[updates] enabled` is set. The actor runs on the
-//! system arbiter, because `awc` futures are not `Send`; downloads are async, and the
+//! system arbiter, because `awc` futures are not `Send`. Downloads are async. The
 //! unpacking, smoke test and file swap run on the blocking thread pool.
 //!
 //! An install goes: feed, checksum file, archive (into a private staging directory in the
@@ -213,7 +213,7 @@ fn running_version() -> Version {
 /// One check, install or rollback, detached from the actor so it can run as a future.
 struct Job {
     settings: UpdateSettings,
-    /// Version of the installed binaries as far as this process knows.
+    /// Version of the installed binaries, as far as this process has seen them change.
     current: Version,
 }
 
