@@ -774,6 +774,21 @@ fn oversize_download_is_rejected() {
 }
 
 #[test]
+fn size_other_than_feed_states_fails() {
+    let mut fixture = Fixture::new();
+    let mut release = Release::new("0.2.0");
+    release.declared_size = Some(release.archive.len() as u64 + 1);
+    fixture.publish(&[release]);
+    fixture.start("");
+    fixture.assert_install_fails("was cut short");
+
+    let mut release = Release::new("0.2.0");
+    release.declared_size = Some(release.archive.len() as u64 - 1);
+    fixture.publish(&[release]);
+    fixture.assert_install_fails("but the release feed states");
+}
+
+#[test]
 fn stalled_download_times_out() {
     let mut fixture = Fixture::new();
     let release = Release::new("0.2.0");

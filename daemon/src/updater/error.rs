@@ -38,6 +38,17 @@ pub enum UpdateError {
         expected: u64,
     },
 
+    #[error(
+        "download of {url} is {received} bytes, but {source_of_size} states {expected}; the \
+         release assets do not match"
+    )]
+    SizeMismatch {
+        url: String,
+        received: u64,
+        expected: u64,
+        source_of_size: &'static str,
+    },
+
     #[error("invalid release feed {url}: {reason}")]
     InvalidFeed { url: String, reason: String },
 

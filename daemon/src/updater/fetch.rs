@@ -16,7 +16,8 @@ use url::Url;
 use super::UpdateError;
 use crate::config::UpdateSettings;
 
-/// Redirects followed per download. GitHub sends one for each release asset.
+/// Redirects followed per download. A GitHub `browser_download_url` redirects once, to the
+/// host that stores the file.
 pub const MAX_REDIRECTS: usize = 5;
 
 /// Time allowed to open the connection of each request.
@@ -214,11 +215,19 @@ impl Fetcher {
                     limit,
                 });
             }
-            // A local file write of one chunk; the proxy's workers run on other threads.
+            // A synchronous write of one chunk to a local file. It blocks only the system
+            // arbiter, and briefly, because the proxy's workers run on threads of their own.
             sink.write_all(&chunk)
                 .map_err(|err| UpdateError::io("write the download of", &final_url, err))?;
         }
-        for expected in [content_length, declared_size].into_iter().flatten() {
+        let stated = [
+            (content_length, "its Content-Length"),
+            (declared_size, "the release feed"),
+        ];
+        for (expected, source_of_size) in stated {
+            let Some(expected) = expected else {
+                continue;
+            };
             if received < expected {
                 return Err(UpdateError::Truncated {
                     url: final_url,
@@ -227,10 +236,11 @@ impl Fetcher {
                 });
             }
             if received > expected {
-                return Err(UpdateError::TooLarge {
+                return Err(UpdateError::SizeMismatch {
                     url: final_url,
-                    size: received,
-                    limit: expected,
+                    received,
+                    expected,
+                    source_of_size,
                 });
             }
         }

@@ -21,6 +21,8 @@ use super::UpdateError;
 
 /// Name prefix of staging directories. One left by a crashed earlier try is removed before
 /// a new try starts, so that none of its files is reused.
+// NOTE: two daemons that share one install directory would remove each other's staging
+// directory mid-install; the busy flag guards only one process.
 pub const STAGING_PREFIX: &str = ".ccod-update-";
 
 /// The binaries a release archive must contain, replaced together.
