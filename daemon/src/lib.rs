@@ -2,9 +2,10 @@
 //! and prices every response from its token usage.
 //!
 //! [`start`] opens the data directory, starts the actors, binds the HTTP listener and the
-//! control socket, and returns a [`Daemon`]; [`Daemon::wait`] serves until SIGINT, SIGTERM
-//! or `ccoctl shutdown`, then flushes everything to sled. The `ccod` binary is a thin
-//! wrapper around [`run`], and tests boot the daemon in-process the same way.
+//! control socket, and returns a [`Daemon`]; [`Daemon::wait`] serves until SIGINT, SIGTERM,
+//! `ccoctl shutdown` or an update that restarts, then flushes everything to sled. The `ccod`
+//! binary is a thin wrapper around [`run`], and tests boot the daemon in-process the same
+//! way.
 
 pub mod analytics;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod limits;
 pub mod logging;
 pub mod pricing;
 pub mod proxy;
+mod service_notify;
 pub mod sse;
 pub mod tls;
 pub mod updater;
@@ -171,7 +173,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 
     info!(actor = "proxy", addr = %http_addr, tls = config.tls.is_some(),
         upstream = %config.anthropic_base_url, cache = config.cache_enabled, "listening");
-    notify_service_manager(&[sd_ready()]);
+    service_notify::ready();
     Ok(Daemon {
         http_addr,
         socket_path: config.socket_path.clone(),
@@ -184,37 +186,6 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         restart,
     })
 }
-
-#[cfg(unix)]
-fn sd_ready() -> sd_notify::NotifyState<'static> {
-    sd_notify::NotifyState::Ready
-}
-
-#[cfg(unix)]
-fn sd_stopping() -> sd_notify::NotifyState<'static> {
-    sd_notify::NotifyState::Stopping
-}
-
-/// Sends `states` to systemd when it started the daemon with `Type=notify`, that is when
-/// `NOTIFY_SOCKET` is set; does nothing otherwise.
-#[cfg(unix)]
-fn notify_service_manager(states: &[sd_notify::NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
-    }
-    if let Err(err) = sd_notify::notify(false, states) {
-        warn!(error = %err, "cannot notify the service manager through NOTIFY_SOCKET");
-    }
-}
-
-#[cfg(not(unix))]
-fn sd_ready() {}
-
-#[cfg(not(unix))]
-fn sd_stopping() {}
-
-#[cfg(not(unix))]
-fn notify_service_manager(_states: &[()]) {}
 
 fn bind_http(
     config: &Config,
@@ -284,7 +255,7 @@ impl Daemon {
     /// entry to disk and removes the control socket.
     pub async fn wait(self) -> anyhow::Result<Stopped> {
         let served = self.server.await;
-        notify_service_manager(&[sd_stopping()]);
+        service_notify::stopping();
         info!(actor = "proxy", "stopped accepting requests; flushing");
         self.control.abort();
         let _ = self.control.await;

@@ -21,6 +21,12 @@ use crate::format::format_fields;
 pub const UPDATE_TIMEOUT_SECS: u64 = 1800;
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "An install or rollback waits up to 30 minutes for the daemon's reply, \
+                        or --timeout when that is longer. To restart, a ccod under systemd or \
+                        launchd exits with code 75 for its service manager to start the new \
+                        binary; one in the foreground replaces itself with it."
+)]
 pub struct UpdateArgs {
     /// Only report the running and the newest version; install nothing
     #[arg(long, conflicts_with = "rollback")]
