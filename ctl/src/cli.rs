@@ -6,8 +6,10 @@ use clap::{Parser, Subcommand};
 
 use crate::client::DEFAULT_TIMEOUT_SECS;
 use crate::commands::cache::CacheCommand;
+use crate::commands::service::ServiceCommand;
 use crate::commands::stats::StatsArgs;
 use crate::commands::status::StatusArgs;
+use crate::commands::update::UpdateArgs;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -26,7 +28,8 @@ Exit codes:
     version,
     long_about = "Control the CCO caching proxy daemon (ccod) over its local control socket: \
                   show its status, usage and cost, inspect or clear its cache, print its \
-                  configuration or stop it.",
+                  configuration, update it or stop it. 'ccoctl service' writes the service \
+                  file that runs ccod and needs no daemon.",
     after_help = "Run 'ccoctl --help' to see the exit codes.",
     after_long_help = EXIT_CODES
 )]
@@ -66,6 +69,11 @@ pub enum Command {
     Config,
     /// Stop ccod gracefully: in-flight requests finish and analytics are flushed first
     Shutdown,
+    /// Check for a new release, install it (the default) or roll the last install back
+    Update(UpdateArgs),
+    /// Install, remove or inspect the systemd unit or launchd agent that runs ccod
+    #[command(subcommand)]
+    Service(ServiceCommand),
 }
 
 #[cfg(test)]

@@ -36,6 +36,15 @@ impl Client {
         &self.socket
     }
 
+    /// Returns the same target with at least `timeout` for one exchange, for requests that take
+    /// longer than most, such as an install.
+    pub fn with_min_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            socket: self.socket.clone(),
+            timeout: self.timeout.max(timeout),
+        }
+    }
+
     /// Connects, sends `request` in one frame and reads the one reply frame.
     ///
     /// An error reply becomes [`CtlError::Daemon`], or [`CtlError::ProtocolMismatch`] when

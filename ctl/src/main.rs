@@ -30,6 +30,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<String, CtlError> {
+    // Service files are local; they need neither a socket nor a running daemon.
+    if let Command::Service(command) = &cli.command {
+        return commands::service::run(command);
+    }
     let socket = resolve_socket(cli.socket.clone())?;
     let client = Client::new(socket, Duration::from_secs(cli.timeout));
     match &cli.command {
@@ -38,6 +42,8 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
         Command::Cache(command) => commands::cache::run(&client, command),
         Command::Config => commands::config::run(&client),
         Command::Shutdown => commands::shutdown::run(&client),
+        Command::Update(args) => commands::update::run(&client, args),
+        Command::Service(command) => commands::service::run(command),
     }
 }
 

@@ -138,6 +138,7 @@ struct FileConfig {
     client_timeout: Option<u64>,
     proxy: Option<ProxySection>,
     rate_limiting: Option<RateLimitSection>,
+    updates: Option<UpdatesSection>,
     #[serde(default)]
     providers: Vec<ProviderSection>,
 }
@@ -171,6 +172,23 @@ struct RateLimitSection {
     enabled: bool,
     max_requests_per_minute: Option<u32>,
     burst_size: Option<u32>,
+}
+
+/// `[updates]` in `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdatesSection {
+    feed_url: Option<String>,
+    channel: Option<String>,
+    enabled: Option<bool>,
+    auto_install: Option<bool>,
+    /// Seconds between periodic checks.
+    check_interval: Option<u64>,
+    install_dir: Option<PathBuf>,
+    /// Megabytes.
+    max_download_size: Option<u64>,
+    /// Seconds.
+    download_timeout: Option<u64>,
 }
 
 /// A credential. Its `Debug` and `Display` never show the value.
@@ -236,6 +254,48 @@ pub struct Config {
     /// SHA-256 digests of the access tokens; empty means no client authentication.
     pub access_token_hashes: Vec<[u8; 32]>,
     pub rate_limit: Option<crate::limits::RateLimitConfig>,
+    pub updates: UpdateSettings,
+}
+
+/// Release feed the updater reads when `[updates] feed_url` is not set.
+pub const DEFAULT_FEED_URL: &str = "https://api.github.com/repos/cco-dev/cco/releases";
+
+/// Settings of the self-updater, from `[updates]` in `config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateSettings {
+    /// GitHub releases API URL: HTTPS, or plain HTTP to a loopback host.
+    pub feed_url: String,
+    pub channel: Channel,
+    /// Checks the feed every `check_interval` and logs when an update is available.
+    pub enabled: bool,
+    /// Installs an available update found by the periodic check, then restarts.
+    pub auto_install: bool,
+    pub check_interval: Duration,
+    /// Directory of the installed `ccod` and `ccoctl`; `None` when neither the file nor
+    /// the running binary's path gives one.
+    pub install_dir: Option<PathBuf>,
+    /// Largest archive or checksum file downloaded.
+    pub max_download_bytes: u64,
+    /// Time allowed for each download, from the request to the last byte.
+    pub download_timeout: Duration,
+}
+
+/// Release channel: the set of releases the updater takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Releases without the `prerelease` flag and without a semver pre-release part.
+    Stable,
+    /// Every release, pre-releases included.
+    Beta,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Stable => "stable",
+            Channel::Beta => "beta",
+        }
+    }
 }
 
 /// An OpenAI-compatible upstream from a `[[providers]]` table.
@@ -390,6 +450,7 @@ impl Config {
                     .unwrap_or_default(),
             )?,
             rate_limit: parse_rate_limit(file.rate_limiting)?,
+            updates: parse_updates(file.updates.unwrap_or_default())?,
         };
         config.validate()?;
         Ok(config)
@@ -474,6 +535,7 @@ impl Config {
             client_timeout: u64,
             access_tokens: String,
             rate_limiting: String,
+            updates: ShownUpdates<'a>,
             // Arrays of tables come last, because TOML allows no plain key after one.
             providers: Vec<ShownProvider<'a>>,
         }
@@ -486,6 +548,18 @@ impl Config {
             api_key: &'a str,
             priced_models: usize,
         }
+        #[derive(Serialize)]
+        struct ShownUpdates<'a> {
+            feed_url: &'a str,
+            channel: &'a str,
+            enabled: bool,
+            auto_install: bool,
+            check_interval: u64,
+            install_dir: String,
+            max_download_size: u64,
+            download_timeout: u64,
+        }
+        let updates = &self.updates;
         let shown = Shown {
             host: &self.host,
             port: self.port,
@@ -526,6 +600,16 @@ impl Config {
                     limit.max_requests_per_minute, limit.burst_size
                 ),
                 None => "off".to_owned(),
+            },
+            updates: ShownUpdates {
+                feed_url: &updates.feed_url,
+                channel: updates.channel.as_str(),
+                enabled: updates.enabled,
+                auto_install: updates.auto_install,
+                check_interval: updates.check_interval.as_secs(),
+                install_dir: display_optional(updates.install_dir.as_deref()),
+                max_download_size: updates.max_download_bytes / (1024 * 1024),
+                download_timeout: updates.download_timeout.as_secs(),
             },
             providers: self
                 .providers
@@ -729,6 +813,72 @@ fn parse_rate_limit(
         max_requests_per_minute,
         burst_size,
     }))
+}
+
+fn parse_updates(section: UpdatesSection) -> Result<UpdateSettings, ConfigError> {
+    let feed_url = section
+        .feed_url
+        .unwrap_or_else(|| DEFAULT_FEED_URL.to_owned());
+    if let Err(err) = crate::updater::check_url(&feed_url) {
+        return Err(invalid("updates.feed_url", &feed_url, &err.to_string()));
+    }
+
+    let channel = match section.channel.as_deref().unwrap_or("stable") {
+        "stable" => Channel::Stable,
+        "beta" => Channel::Beta,
+        other => {
+            return Err(invalid(
+                "updates.channel",
+                other,
+                "expected \"stable\" or \"beta\"",
+            ))
+        }
+    };
+
+    let check_interval = section.check_interval.unwrap_or(86_400);
+    if check_interval == 0 {
+        return Err(invalid(
+            "updates.check_interval",
+            "0",
+            "must be at least 1 second; set enabled = false to turn periodic checks off",
+        ));
+    }
+
+    let max_download_size = section.max_download_size.unwrap_or(200);
+    if max_download_size == 0 {
+        return Err(invalid(
+            "updates.max_download_size",
+            "0",
+            "must be at least 1 MB",
+        ));
+    }
+
+    let download_timeout = section.download_timeout.unwrap_or(600);
+    if download_timeout == 0 {
+        return Err(invalid(
+            "updates.download_timeout",
+            "0",
+            "must be at least 1 second",
+        ));
+    }
+
+    // The running binary's directory: where the binaries to replace are, unless the file
+    // names another.
+    let install_dir = section.install_dir.or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    });
+    Ok(UpdateSettings {
+        feed_url,
+        channel,
+        enabled: section.enabled.unwrap_or(false),
+        auto_install: section.auto_install.unwrap_or(false),
+        check_interval: Duration::from_secs(check_interval),
+        install_dir,
+        max_download_bytes: max_download_size.saturating_mul(1024 * 1024),
+        download_timeout: Duration::from_secs(download_timeout),
+    })
 }
 
 fn display_optional(path: Option<&Path>) -> String {
@@ -1054,6 +1204,80 @@ cache_read = 0
                 .expect_err(&text)
                 .to_string();
             assert!(err.contains(expected), "{text}\n=> {err}");
+        }
+    }
+
+    #[test]
+    fn updates_section_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(&args_with_file(dir.path(), "")).unwrap();
+        let updates = &config.updates;
+        assert_eq!(updates.feed_url, DEFAULT_FEED_URL);
+        assert_eq!(updates.channel, Channel::Stable);
+        assert!(!updates.enabled);
+        assert!(!updates.auto_install);
+        assert_eq!(updates.check_interval, Duration::from_secs(86_400));
+        assert_eq!(updates.max_download_bytes, 200 * 1024 * 1024);
+        let exe_dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        assert_eq!(updates.install_dir, Some(exe_dir));
+    }
+
+    #[test]
+    fn updates_section_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[updates]\nfeed_url = \"http://127.0.0.1:9/releases\"\nchannel = \"beta\"\n\
+                    enabled = true\nauto_install = true\ncheck_interval = 60\n\
+                    install_dir = \"/opt/cco/bin\"\nmax_download_size = 5\ndownload_timeout = 7\n";
+        let config = Config::resolve(&args_with_file(dir.path(), text)).unwrap();
+        let updates = &config.updates;
+        assert_eq!(updates.feed_url, "http://127.0.0.1:9/releases");
+        assert_eq!(updates.channel, Channel::Beta);
+        assert!(updates.enabled);
+        assert!(updates.auto_install);
+        assert_eq!(updates.check_interval, Duration::from_secs(60));
+        assert_eq!(updates.install_dir, Some(PathBuf::from("/opt/cco/bin")));
+        assert_eq!(updates.max_download_bytes, 5 * 1024 * 1024);
+        assert_eq!(updates.download_timeout, Duration::from_secs(7));
+
+        let shown = config.to_redacted_toml();
+        assert!(shown.contains("[updates]"), "{shown}");
+        assert!(shown.contains("channel = \"beta\""), "{shown}");
+        assert!(shown.contains("install_dir = \"/opt/cco/bin\""), "{shown}");
+        assert!(shown.contains("max_download_size = 5"), "{shown}");
+    }
+
+    #[test]
+    fn updates_section_rejects_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, key) in [
+            (
+                "[updates]\nfeed_url = \"http://example.com/r\"",
+                "updates.feed_url",
+            ),
+            (
+                "[updates]\nfeed_url = \"ftp://127.0.0.1/r\"",
+                "updates.feed_url",
+            ),
+            ("[updates]\nchannel = \"nightly\"", "updates.channel"),
+            ("[updates]\ncheck_interval = 0", "updates.check_interval"),
+            (
+                "[updates]\nmax_download_size = 0",
+                "updates.max_download_size",
+            ),
+            (
+                "[updates]\ndownload_timeout = 0",
+                "updates.download_timeout",
+            ),
+            ("[updates]\nfeed = \"x\"", "unknown field `feed`"),
+        ] {
+            let err = Config::resolve(&args_with_file(dir.path(), text))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
         }
     }
 

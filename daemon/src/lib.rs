@@ -3,9 +3,10 @@
 //! its token usage.
 //!
 //! [`start`] opens the data directory, starts the actors, binds the HTTP listener and the
-//! control socket, and returns a [`Daemon`]; [`Daemon::wait`] serves until SIGINT, SIGTERM
-//! or `ccoctl shutdown`, then flushes everything to sled. The `ccod` binary is a thin
-//! wrapper around [`run`], and tests boot the daemon in-process the same way.
+//! control socket, and returns a [`Daemon`]; [`Daemon::wait`] serves until SIGINT, SIGTERM,
+//! `ccoctl shutdown` or an update that restarts, then flushes everything to sled. The `ccod`
+//! binary is a thin wrapper around [`run`], and tests boot the daemon in-process the same
+//! way.
 
 pub mod analytics;
 pub mod cache;
@@ -17,13 +18,15 @@ pub mod logging;
 pub mod metrics;
 pub mod pricing;
 pub mod proxy;
+mod service_notify;
 pub mod sse;
 pub mod tls;
+pub mod updater;
 pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter};
@@ -36,6 +39,7 @@ use cache::{CacheActor, CacheConfig};
 use config::Config;
 use pricing::PriceTable;
 use proxy::ProxyState;
+use updater::{Restart, RestartSlot, UpdaterActor};
 
 /// Time in-flight requests get to finish after a stop signal.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,10 +60,21 @@ pub struct Daemon {
     control: actix_rt::task::JoinHandle<()>,
     signals: actix_rt::task::JoinHandle<()>,
     arbiters: Vec<Arbiter>,
+    restart: RestartSlot,
+}
+
+/// How the daemon stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// On a signal or `ccoctl shutdown`.
+    Normally,
+    /// After an update or rollback that asked for a restart, which the caller carries out
+    /// with [`Restart::execute`].
+    ForRestart(Restart),
 }
 
 /// Runs the daemon until a signal or `ccoctl shutdown` stops it.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     start(config).await?.wait().await
 }
 
@@ -159,10 +174,16 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     }
     let (server, http_addr) = bind_http(&config, state)?;
 
+    let restart: RestartSlot = Arc::new(Mutex::new(None));
+    // awc futures are not Send, so the updater runs on this (the system) arbiter.
+    let updater =
+        UpdaterActor::new(config.updates.clone(), server.handle(), restart.clone()).start();
+
     let socket = control::bind(&config.socket_path)?;
     let context = Arc::new(control::ControlContext {
         analytics: analytics.clone(),
         cache: cache.clone(),
+        updater,
         config: config.clone(),
         started,
         listen_addr: http_addr.to_string(),
@@ -174,6 +195,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     info!(actor = "proxy", addr = %http_addr, tls = config.tls.is_some(),
         upstream = %config.anthropic_base_url, openai_upstream = %config.openai_base_url,
         providers = config.providers.len(), cache = config.cache_enabled, "listening");
+    service_notify::ready();
     Ok(Daemon {
         http_addr,
         socket_path: config.socket_path.clone(),
@@ -184,6 +206,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         control,
         signals,
         arbiters,
+        restart,
     })
 }
 
@@ -302,8 +325,9 @@ impl Daemon {
 
     /// Serves until the HTTP server stops, then writes every buffered record and cache
     /// entry to disk and removes the control socket.
-    pub async fn wait(self) -> anyhow::Result<()> {
+    pub async fn wait(self) -> anyhow::Result<Stopped> {
         let served = self.server.await;
+        service_notify::stopping();
         info!(actor = "proxy", "stopped accepting requests; flushing");
         self.control.abort();
         let _ = self.control.await;
@@ -339,7 +363,8 @@ impl Daemon {
         if failed {
             anyhow::bail!("some data could not be written at shutdown; see the log above");
         }
-        info!("ccod stopped");
-        Ok(())
+        let restart = self.restart.lock().ok().and_then(|mut slot| slot.take());
+        info!(restart = ?restart, "ccod stopped");
+        Ok(restart.map_or(Stopped::Normally, Stopped::ForRestart))
     }
 }

@@ -37,7 +37,19 @@ fn main() -> ExitCode {
     ccod::logging::install_redacting_panic_hook(secrets.collect());
     let system = actix_rt::System::new();
     match system.block_on(ccod::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(ccod::Stopped::Normally) => ExitCode::SUCCESS,
+        Ok(ccod::Stopped::ForRestart(restart)) => {
+            drop(system);
+            // Buffered log lines are written before the process exits or is replaced.
+            drop(_log_guard);
+            match restart.execute() {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(err) => {
+                    eprintln!("ccod: cannot restart after the update: {err}; start ccod again");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "ccod failed");
             eprintln!("ccod: {err:#}");

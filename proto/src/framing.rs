@@ -285,6 +285,10 @@ mod tests {
             Request::CacheClear,
             Request::Config,
             Request::Shutdown,
+            Request::Update(UpdateRequest {
+                action: UpdateAction::Install,
+                restart: true,
+            }),
         ];
         assert_eq!(requests.len(), COMMAND_NAMES.len());
         for (id, request) in requests.into_iter().enumerate() {
@@ -346,6 +350,40 @@ mod tests {
                 toml: "port = 8000\n".into(),
             }),
             Response::ShuttingDown,
+            Response::Update(UpdateReply {
+                action: UpdateAction::Check,
+                running_version: "0.1.0".into(),
+                channel: "stable".into(),
+                latest_version: Some("0.2.0".into()),
+                update_available: true,
+                installed_version: None,
+                install_dir: "/usr/local/bin".into(),
+                restart: RestartMode::None,
+            }),
+            Response::Update(UpdateReply {
+                action: UpdateAction::Install,
+                running_version: "0.1.0".into(),
+                channel: "beta".into(),
+                latest_version: Some("0.3.0-beta.1".into()),
+                update_available: true,
+                installed_version: Some("0.3.0-beta.1".into()),
+                install_dir: "/usr/local/bin".into(),
+                restart: RestartMode::ServiceManager { exit_code: 75 },
+            }),
+            Response::Update(UpdateReply {
+                action: UpdateAction::Rollback,
+                running_version: "0.2.0".into(),
+                channel: "stable".into(),
+                latest_version: None,
+                update_available: false,
+                installed_version: Some("0.1.0".into()),
+                install_dir: "/usr/local/bin".into(),
+                restart: RestartMode::Reexec,
+            }),
+            Response::Error(ErrorReply {
+                kind: ErrorKind::UpdateFailed,
+                message: "checksum mismatch".into(),
+            }),
             Response::Error(FrameError::TooLarge { limit: 10 }.to_reply()),
         ];
         for response in responses {
@@ -354,6 +392,35 @@ mod tests {
             let decoded: ResponseFrame = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(decoded, frame);
         }
+    }
+
+    #[test]
+    fn update_actions_round_trip() {
+        for action in [
+            UpdateAction::Check,
+            UpdateAction::Install,
+            UpdateAction::Rollback,
+        ] {
+            let frame = RequestFrame::new(
+                2,
+                Request::Update(UpdateRequest {
+                    action,
+                    restart: false,
+                }),
+            );
+            let bytes = encode_frame(&frame);
+            let decoded = decode_request(&bytes[..bytes.len() - 1]).unwrap();
+            assert_eq!(decoded, frame);
+        }
+        let frame = br#"{"protocol":1,"id":5,"client_version":"0.1.0","command":"update","action":"rollback","restart":false}"#;
+        let decoded = decode_request(frame).unwrap();
+        assert_eq!(
+            decoded.request,
+            Request::Update(UpdateRequest {
+                action: UpdateAction::Rollback,
+                restart: false
+            })
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub enum Request {
     Config,
     /// Stops the daemon gracefully: in-flight requests finish and analytics are flushed.
     Shutdown,
+    /// Checks the release feed, installs the newest release or restores the backups.
+    Update(UpdateRequest),
 }
 
 /// Every command name that [`Request`] accepts, used to tell an unknown command from a
@@ -60,6 +62,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "cache_clear",
     "config",
     "shutdown",
+    "update",
 ];
 
 /// Time range of a stats request, in milliseconds since the Unix epoch. `None` leaves that
@@ -106,6 +109,7 @@ pub enum Response {
     CacheCleared(CacheClearReply),
     Config(ConfigReply),
     ShuttingDown,
+    Update(UpdateReply),
     Error(ErrorReply),
 }
 
@@ -261,4 +265,64 @@ pub enum ErrorKind {
     ProtocolMismatch,
     /// The daemon failed to carry out a valid request.
     Internal,
+    /// A check, install or rollback of [`Request::Update`] failed; the installed binaries
+    /// are as they were before the request.
+    UpdateFailed,
+}
+
+/// Body of [`Request::Update`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateRequest {
+    pub action: UpdateAction,
+    /// Restart into the new binaries once they are in place; ignored by a check.
+    pub restart: bool,
+}
+
+/// What an update request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateAction {
+    /// Reads the release feed and reports the newest release of the configured channel.
+    Check,
+    /// Downloads, verifies and installs the newest release when it is newer than the
+    /// running daemon.
+    Install,
+    /// Puts the backups that the last install kept (`ccod.bak`, `ccoctl.bak`) back in place.
+    Rollback,
+}
+
+/// Reply to [`Request::Update`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateReply {
+    pub action: UpdateAction,
+    /// Version of the daemon that replies.
+    pub running_version: String,
+    /// Release channel searched: `stable` or `beta`.
+    pub channel: String,
+    /// Newest release of the channel in the feed; `None` for a rollback, or when the feed
+    /// lists no release of the channel.
+    pub latest_version: Option<String>,
+    /// True when `latest_version` is newer than `running_version`.
+    pub update_available: bool,
+    /// Version that an install or rollback put in place; `None` when nothing was changed.
+    pub installed_version: Option<String>,
+    /// Directory that contains the installed `ccod` and `ccoctl`.
+    pub install_dir: String,
+    /// How the daemon restarts into the installed binaries.
+    pub restart: RestartMode,
+}
+
+/// How the daemon restarts after an install or rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum RestartMode {
+    /// No restart: nothing changed, or the request asked for none. The running daemon
+    /// keeps its old code until it is restarted.
+    None,
+    /// The daemon stops gracefully and replaces itself with the new binary, keeping its
+    /// arguments and environment.
+    Reexec,
+    /// The daemon stops gracefully and exits with `exit_code`, so that its service manager
+    /// (systemd `Restart=on-failure`, launchd `KeepAlive`) starts the new binary.
+    ServiceManager { exit_code: i32 },
 }

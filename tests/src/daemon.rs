@@ -81,6 +81,8 @@ pub struct DaemonOptions {
     pub env: Vec<(String, String)>,
     /// Value of `--log-level`, or `debug` when unset.
     pub log_level: Option<String>,
+    /// A command that runs `ccod`, such as `setpriv --reuid 65534`; empty runs it directly.
+    pub wrapper: Vec<String>,
 }
 
 impl DaemonOptions {
@@ -110,6 +112,11 @@ impl DaemonOptions {
         self.log_level = Some(level.to_owned());
         self
     }
+
+    pub fn wrapped_by(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|part| (*part).to_owned()).collect();
+        self
+    }
 }
 
 /// A running `ccod` child process.
@@ -125,7 +132,14 @@ impl DaemonProcess {
     pub fn start(dirs: &DaemonDirs, options: &DaemonOptions) -> Self {
         let log_file = dirs.log_file();
         let start_offset = std::fs::metadata(&log_file).map_or(0, |meta| meta.len());
-        let mut command = Command::new(binary("ccod"));
+        let mut command = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary("ccod"));
+                command
+            }
+            None => Command::new(binary("ccod")),
+        };
         command
             .arg("--port")
             .arg("0")
@@ -222,6 +236,11 @@ impl DaemonProcess {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits for the daemon to exit by itself and returns its exit code.
+    pub fn wait_for_exit(mut self) -> Option<i32> {
+        self.wait_exit()
     }
 
     fn wait_exit(&mut self) -> Option<i32> {

@@ -2,9 +2,11 @@
 
 pub mod cache;
 pub mod config;
+pub mod service;
 pub mod shutdown;
 pub mod stats;
 pub mod status;
+pub mod update;
 
 use cco_proto::Response;
 use serde::Serialize;

@@ -3,12 +3,13 @@
 
 use cco_proto::{
     CacheStatsReply, ConfigReply, ErrorKind, ErrorReply, Response, StatsQuery, StatusReply,
-    CRATE_VERSION, PROTOCOL_VERSION,
+    UpdateRequest, CRATE_VERSION, PROTOCOL_VERSION,
 };
 
 use super::ControlContext;
 use crate::analytics::{GetServed, QueryStats};
 use crate::cache::{Clear, GetStats};
+use crate::updater::UpdateCommand;
 
 fn internal(what: &str, err: impl std::fmt::Display) -> Response {
     Response::Error(ErrorReply {
@@ -89,4 +90,15 @@ pub fn shutdown(ctx: &ControlContext) -> Response {
     // The reply goes out first; the server stops gracefully right after.
     actix_rt::spawn(async move { server.stop(true).await });
     Response::ShuttingDown
+}
+
+pub async fn update(ctx: &ControlContext, request: UpdateRequest) -> Response {
+    match ctx.updater.send(UpdateCommand(request)).await {
+        Ok(Ok(reply)) => Response::Update(reply),
+        Ok(Err(err)) => Response::Error(ErrorReply {
+            kind: ErrorKind::UpdateFailed,
+            message: err.to_string(),
+        }),
+        Err(err) => internal("reaching the updater", err),
+    }
 }

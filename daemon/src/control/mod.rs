@@ -24,6 +24,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::analytics::AnalyticsActor;
 use crate::cache::CacheActor;
 use crate::config::Config;
+use crate::updater::UpdaterActor;
 
 /// Time a connection may stay silent, or leave a reply unread, before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +36,7 @@ const MAX_CONNECTIONS: usize = 32;
 pub struct ControlContext {
     pub analytics: Addr<AnalyticsActor>,
     pub cache: Option<Addr<CacheActor>>,
+    pub updater: Addr<UpdaterActor>,
     pub config: Arc<Config>,
     pub started: Instant,
     pub listen_addr: String,
@@ -220,5 +222,6 @@ async fn dispatch(context: &ControlContext, request: Request) -> Response {
         Request::CacheClear => handlers::cache_clear(context).await,
         Request::Config => handlers::config(context),
         Request::Shutdown => handlers::shutdown(context),
+        Request::Update(request) => handlers::update(context, request).await,
     }
 }
