@@ -176,14 +176,16 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 
     let restart: RestartSlot = Arc::new(Mutex::new(None));
     // awc futures are not Send, so the updater runs on this (the system) arbiter.
-    let updater =
-        UpdaterActor::new(config.updates.clone(), server.handle(), restart.clone()).start();
+    let updater = UpdaterActor::new(config.updates.clone(), server.handle(), restart.clone());
+    let update_progress = updater.progress();
+    let updater = updater.start();
 
     let socket = control::bind(&config.socket_path)?;
     let context = Arc::new(control::ControlContext {
         analytics: analytics.clone(),
         cache: cache.clone(),
         updater,
+        update_progress,
         config: config.clone(),
         started,
         listen_addr: http_addr.to_string(),

@@ -289,6 +289,7 @@ mod tests {
                 action: UpdateAction::Install,
                 restart: true,
             }),
+            Request::UpdateProgress,
         ];
         assert_eq!(requests.len(), COMMAND_NAMES.len());
         for (id, request) in requests.into_iter().enumerate() {
@@ -379,6 +380,11 @@ mod tests {
                 installed_version: Some("0.1.0".into()),
                 install_dir: "/usr/local/bin".into(),
                 restart: RestartMode::Reexec,
+            }),
+            Response::UpdateProgress(UpdateProgressReply {
+                downloading: true,
+                received_bytes: 1024,
+                total_bytes: 4096,
             }),
             Response::Error(ErrorReply {
                 kind: ErrorKind::UpdateFailed,

@@ -51,6 +51,8 @@ pub enum Request {
     Shutdown,
     /// Checks the release feed, installs the newest release or restores the backups.
     Update(UpdateRequest),
+    /// Progress of the download of an install that is under way, for a progress bar.
+    UpdateProgress,
 }
 
 /// Every command name that [`Request`] accepts, used to tell an unknown command from a
@@ -63,6 +65,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "config",
     "shutdown",
     "update",
+    "update_progress",
 ];
 
 /// Time range of a stats request, in milliseconds since the Unix epoch. `None` leaves that
@@ -110,6 +113,7 @@ pub enum Response {
     Config(ConfigReply),
     ShuttingDown,
     Update(UpdateReply),
+    UpdateProgress(UpdateProgressReply),
     Error(ErrorReply),
 }
 
@@ -268,6 +272,16 @@ pub enum ErrorKind {
     /// A check, install or rollback of [`Request::Update`] failed; the installed binaries
     /// are as they were before the request.
     UpdateFailed,
+}
+
+/// Reply to [`Request::UpdateProgress`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateProgressReply {
+    /// True while a release archive is being downloaded.
+    pub downloading: bool,
+    pub received_bytes: u64,
+    /// Size the release feed states for the archive; 0 when unknown.
+    pub total_bytes: u64,
 }
 
 /// Body of [`Request::Update`].

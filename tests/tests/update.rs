@@ -974,3 +974,76 @@ fn config_shows_updates_section() {
         "{text}"
     );
 }
+
+/// Sends one control request on the daemon's socket and returns the response frame.
+fn control_request(socket: &Path, request: cco_proto::Request) -> cco_proto::ResponseFrame {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let frame = cco_proto::RequestFrame::new(1, request);
+    stream.write_all(&cco_proto::encode_frame(&frame)).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+#[test]
+fn download_progress_is_reported() {
+    let mut fixture = Fixture::new();
+    let release = Release::new("0.2.0");
+    let archive = release.archive.clone();
+    let total = archive.len() as u64;
+    fixture.publish(&[release]);
+    fixture.server.set(
+        &format!("/files/{}", asset_name("0.2.0")),
+        Route::Stall {
+            sent: 10,
+            body: archive,
+            hold: Duration::from_secs(20),
+        },
+    );
+    fixture.start("download_timeout = 3\n");
+    let socket = fixture.dirs.socket();
+    let idle = control_request(&socket, cco_proto::Request::UpdateProgress);
+    assert_eq!(
+        idle.response,
+        cco_proto::Response::UpdateProgress(cco_proto::UpdateProgressReply::default()),
+        "no download before the install"
+    );
+
+    let install_socket = socket.clone();
+    let install = std::thread::spawn(move || {
+        cco_tests::daemon::ctl(&install_socket, &["update", "--no-restart"])
+    });
+    let mut seen = None;
+    wait_for(
+        "the download to report progress",
+        Duration::from_secs(10),
+        || {
+            let frame = control_request(&socket, cco_proto::Request::UpdateProgress);
+            match frame.response {
+                cco_proto::Response::UpdateProgress(progress) if progress.downloading => {
+                    seen = Some(progress);
+                    true
+                }
+                _ => false,
+            }
+        },
+    );
+    let progress = seen.unwrap();
+    assert_eq!(progress.total_bytes, total, "the size the feed states");
+    // The server sends 10 bytes and then stalls.
+    assert_eq!(progress.received_bytes, 10);
+
+    let output = install.join().unwrap();
+    assert!(stderr(&output).contains("timed out"), "{}", stderr(&output));
+    let after = control_request(&socket, cco_proto::Request::UpdateProgress);
+    match after.response {
+        cco_proto::Response::UpdateProgress(progress) => {
+            assert!(!progress.downloading, "the failed download has ended")
+        }
+        other => panic!("unexpected reply {other:?}"),
+    }
+}

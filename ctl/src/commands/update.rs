@@ -1,10 +1,12 @@
 //! `ccoctl update`: check for, install or roll back a release through the daemon.
 //!
 //! The daemon does the work and replies once, at the end. On a terminal, `ccoctl` shows a
-//! spinner on standard error while it waits. It shows no download progress, because the
-//! daemon does not report any.
+//! spinner on standard error while it waits, and during an install a progress bar of the
+//! download, which it reads from the daemon over a second connection a few times a second.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cco_proto::{RestartMode, UpdateAction, UpdateReply, UpdateRequest};
@@ -64,7 +66,21 @@ pub fn run(client: &Client, args: &UpdateArgs) -> Result<String, CtlError> {
         }
     };
     let spinner = start_spinner(action);
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = match (&spinner, action) {
+        (Some(bar), UpdateAction::Install) => {
+            let (bar, done, client) = (bar.clone(), done.clone(), client.clone());
+            Some(std::thread::spawn(move || {
+                show_download(&bar, &done, &client)
+            }))
+        }
+        _ => None,
+    };
     let result = client.send(request);
+    done.store(true, Ordering::Relaxed);
+    if let Some(poller) = poller {
+        let _ = poller.join();
+    }
     if let Some(spinner) = spinner {
         spinner.finish_and_clear();
     }
@@ -88,6 +104,38 @@ fn start_spinner(action: UpdateAction) -> Option<indicatif::ProgressBar> {
     spinner.set_message(message);
     spinner.enable_steady_tick(Duration::from_millis(100));
     Some(spinner)
+}
+
+/// Turns the spinner into a byte progress bar while the daemon downloads the archive.
+/// Polling stops at the first failed request: the bar is a convenience, the reply is what
+/// counts.
+fn show_download(bar: &indicatif::ProgressBar, done: &AtomicBool, client: &Client) {
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} downloading {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, {eta} left",
+    )
+    .map(|style| style.progress_chars("=> "));
+    let mut showing_bytes = false;
+    while !done.load(Ordering::Relaxed) {
+        let progress = match client.send(cco_proto::Request::UpdateProgress) {
+            Ok(cco_proto::Response::UpdateProgress(progress)) => progress,
+            _ => return,
+        };
+        if progress.downloading && progress.total_bytes > 0 {
+            if !showing_bytes {
+                if let Ok(style) = &style {
+                    bar.set_style(style.clone());
+                }
+                bar.set_length(progress.total_bytes);
+                showing_bytes = true;
+            }
+            bar.set_position(progress.received_bytes.min(progress.total_bytes));
+        } else if showing_bytes && !progress.downloading {
+            bar.set_style(indicatif::ProgressStyle::default_spinner());
+            bar.set_message("ccod is verifying and installing the update");
+            showing_bytes = false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn render(reply: &UpdateReply) -> String {

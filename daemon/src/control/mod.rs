@@ -37,6 +37,9 @@ pub struct ControlContext {
     pub analytics: Addr<AnalyticsActor>,
     pub cache: Option<Addr<CacheActor>>,
     pub updater: Addr<UpdaterActor>,
+    /// Download progress of the updater, read without a message so that it answers while
+    /// the updater is busy installing.
+    pub update_progress: Arc<crate::updater::DownloadProgress>,
     pub config: Arc<Config>,
     pub started: Instant,
     pub listen_addr: String,
@@ -223,5 +226,6 @@ async fn dispatch(context: &ControlContext, request: Request) -> Response {
         Request::Config => handlers::config(context),
         Request::Shutdown => handlers::shutdown(context),
         Request::Update(request) => handlers::update(context, request).await,
+        Request::UpdateProgress => Response::UpdateProgress(context.update_progress.reply()),
     }
 }

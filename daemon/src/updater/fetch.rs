@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,47 @@ pub struct Downloaded {
     pub sha256: String,
 }
 
+/// Bytes received of the archive being downloaded, shared with the control server so that
+/// `ccoctl update` can draw a progress bar while the install runs.
+#[derive(Debug, Default)]
+pub struct DownloadProgress {
+    downloading: AtomicBool,
+    received: AtomicU64,
+    total: AtomicU64,
+}
+
+impl DownloadProgress {
+    /// Marks a download of `total` bytes (0 when unknown) as started, until the returned
+    /// guard is dropped.
+    fn begin(&self, total: u64) -> DownloadGuard<'_> {
+        self.received.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        self.downloading.store(true, Ordering::Relaxed);
+        DownloadGuard(self)
+    }
+
+    fn add(&self, bytes: u64) {
+        self.received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn reply(&self) -> cco_proto::UpdateProgressReply {
+        cco_proto::UpdateProgressReply {
+            downloading: self.downloading.load(Ordering::Relaxed),
+            received_bytes: self.received.load(Ordering::Relaxed),
+            total_bytes: self.total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Clears [`DownloadProgress::downloading`] when the download ends, however it ends.
+struct DownloadGuard<'a>(&'a DownloadProgress);
+
+impl Drop for DownloadGuard<'_> {
+    fn drop(&mut self) {
+        self.0.downloading.store(false, Ordering::Relaxed);
+    }
+}
+
 /// An HTTP client with the updater's limits.
 pub struct Fetcher {
     client: awc::Client,
@@ -115,6 +157,7 @@ impl Fetcher {
         url: &str,
         declared_size: Option<u64>,
         file: &mut std::fs::File,
+        progress: &DownloadProgress,
     ) -> Result<Downloaded, UpdateError> {
         if let Some(size) = declared_size.filter(|size| *size > self.max_bytes) {
             return Err(UpdateError::TooLarge {
@@ -123,9 +166,11 @@ impl Fetcher {
                 limit: self.max_bytes,
             });
         }
+        let _downloading = progress.begin(declared_size.unwrap_or(0));
         let mut sink = HashingWriter {
             file,
             hasher: Sha256::new(),
+            progress,
         };
         let bytes = self
             .deadline(
@@ -321,12 +366,14 @@ fn request_error(url: &Url, err: &SendRequestError, timeout: Duration) -> Update
 struct HashingWriter<'a> {
     file: &'a mut std::fs::File,
     hasher: Sha256,
+    progress: &'a DownloadProgress,
 }
 
 impl Write for HashingWriter<'_> {
     fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
         let written = self.file.write(buffer)?;
         self.hasher.update(&buffer[..written]);
+        self.progress.add(written as u64);
         Ok(written)
     }
 

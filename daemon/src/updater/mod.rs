@@ -20,6 +20,7 @@ mod install;
 pub mod restart;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use cco_proto::{RestartMode, UpdateAction, UpdateReply, UpdateRequest, CRATE_VERSION};
@@ -29,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::config::UpdateSettings;
 pub use error::UpdateError;
 pub use fetch::check_url;
+pub use fetch::DownloadProgress;
 use fetch::Fetcher;
 use install::{ModeSource, Staging};
 pub use install::{BINARIES, STAGING_PREFIX};
@@ -64,6 +66,7 @@ pub struct UpdaterActor {
     /// Version put in place by the last install or rollback of this process, which the
     /// running code no longer matches until it restarts.
     installed: Option<Version>,
+    progress: Arc<DownloadProgress>,
 }
 
 impl UpdaterActor {
@@ -78,13 +81,20 @@ impl UpdaterActor {
             restart,
             busy: false,
             installed: None,
+            progress: Arc::default(),
         }
+    }
+
+    /// The progress of downloads, readable while an install runs.
+    pub fn progress(&self) -> Arc<DownloadProgress> {
+        self.progress.clone()
     }
 
     fn job(&self) -> Job {
         Job {
             settings: self.settings.clone(),
             current: self.installed.clone().unwrap_or_else(running_version),
+            progress: self.progress.clone(),
         }
     }
 
@@ -215,6 +225,7 @@ struct Job {
     settings: UpdateSettings,
     /// Version of the installed binaries, as far as this process has seen them change.
     current: Version,
+    progress: Arc<DownloadProgress>,
 }
 
 impl Job {
@@ -324,7 +335,12 @@ impl Job {
             .map_err(|err| UpdateError::io("create", &download_path, err))?;
         let declared_size = Some(asset.size).filter(|size| *size > 0);
         let downloaded = fetcher
-            .fetch_to_file(&asset.browser_download_url, declared_size, &mut file)
+            .fetch_to_file(
+                &asset.browser_download_url,
+                declared_size,
+                &mut file,
+                &self.progress,
+            )
             .await?;
         file.sync_all()
             .map_err(|err| UpdateError::io("write", &download_path, err))?;
