@@ -2,7 +2,8 @@
 # Measures what ccod adds to a request, side by side in one run: the mock upstream alone,
 # ccod on the cache-miss path with the cache on and with --no-cache, and ccod on cache
 # hits. Builds in release mode, starts everything on 127.0.0.1, drives load with wrk
-# (Debian package 'wrk'), and prints a Markdown table. Usage: bench/run.sh [SECONDS] [CONNECTIONS]
+# (Debian package 'wrk'), and prints a Markdown table; the per-round lines go to stderr.
+# Usage: [ROUNDS=3] [CASES="direct miss_cache miss_nocache hit"] bench/run.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
@@ -63,7 +64,7 @@ measure() {
 }
 
 declare -A sum_rps sum_p50 sum_p99 bad
-cases=(direct miss_cache miss_nocache hit)
+read -r -a cases <<<"${CASES:-direct miss_cache miss_nocache hit}"
 for case in "${cases[@]}"; do sum_rps[$case]=0 sum_p50[$case]=0 sum_p99[$case]=0 bad[$case]=0; done
 for round in $(seq 1 "$rounds"); do
     for case in "${cases[@]}"; do
@@ -85,8 +86,8 @@ done
 mean() { printf "%.3f" "$(echo "$1 / $rounds" | bc -l)"; }
 echo "| path | requests/s | p50 ms | p99 ms | p50 added ms | p99 added ms | non-2xx |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-direct_p50=$(mean "${sum_p50[direct]}")
-direct_p99=$(mean "${sum_p99[direct]}")
+direct_p50=$(mean "${sum_p50[direct]:-0}")
+direct_p99=$(mean "${sum_p99[direct]:-0}")
 for case in "${cases[@]}"; do
     p50=$(mean "${sum_p50[$case]}")
     p99=$(mean "${sum_p99[$case]}")
