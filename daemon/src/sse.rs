@@ -186,3 +186,57 @@ mod tests {
         assert_eq!(count, 0);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn events_of(body: &[u8], cuts: &[usize]) -> (Vec<Event>, bool) {
+        let mut parser = SseParser::new();
+        let mut events = Vec::new();
+        let mut start = 0;
+        for &cut in cuts {
+            let cut = cut.min(body.len()).max(start);
+            parser.feed(&body[start..cut], |event| events.push(event));
+            start = cut;
+        }
+        parser.feed(&body[start..], |event| events.push(event));
+        (events, parser.overflowed())
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the parser, and where they are cut does not change
+        /// the events.
+        #[test]
+        fn any_split_gives_same_events(
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+            mut cuts in proptest::collection::vec(0usize..2048, 0..16),
+        ) {
+            cuts.sort_unstable();
+            let (whole, _) = events_of(&body, &[]);
+            let (split, _) = events_of(&body, &cuts);
+            prop_assert_eq!(whole, split);
+        }
+
+        /// Well-formed streams parse back to the events they were made from.
+        #[test]
+        fn generated_events_round_trip(
+            events in proptest::collection::vec(("[a-z_]{1,12}", "[ -~é日]{0,40}"), 1..20),
+            mut cuts in proptest::collection::vec(0usize..4096, 0..16),
+        ) {
+            let mut body = String::new();
+            for (name, data) in &events {
+                body.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+            }
+            cuts.sort_unstable();
+            let (parsed, overflowed) = events_of(body.as_bytes(), &cuts);
+            prop_assert!(!overflowed);
+            prop_assert_eq!(parsed.len(), events.len());
+            for (event, (name, data)) in parsed.iter().zip(&events) {
+                prop_assert_eq!(&event.name, name);
+                prop_assert_eq!(&event.data, data);
+            }
+        }
+    }
+}

@@ -447,3 +447,57 @@ mod tests {
         assert_eq!(text, expected);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary input in arbitrary pieces never panics the framer or the decoder, never
+        /// buffers more than the frame limit, and yields the same frames however it is cut.
+        #[test]
+        fn framer_and_decoder_survive_any_input(
+            input in proptest::collection::vec(any::<u8>(), 0..4096),
+            mut cuts in proptest::collection::vec(0usize..4096, 0..16),
+        ) {
+            cuts.sort_unstable();
+            let collect = |cuts: &[usize]| {
+                let mut framer = LineFramer::new();
+                let mut frames = Vec::new();
+                let mut start = 0;
+                for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+                    let cut = cut.min(input.len()).max(start);
+                    framer.push(&input[start..cut]);
+                    start = cut;
+                    while let Some(frame) = framer.next_frame() {
+                        if let Ok(line) = &frame {
+                            let _ = decode_request(line);
+                        }
+                        frames.push(frame);
+                    }
+                    assert!(framer.buffer.len() <= MAX_FRAME_BYTES);
+                }
+                frames
+            };
+            prop_assert_eq!(collect(&[]), collect(&cuts));
+        }
+
+        /// Valid frames decode whatever surrounds them on other lines.
+        #[test]
+        fn valid_frame_decodes_among_junk(
+            junk in proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..512),
+            id in any::<u64>(),
+        ) {
+            let mut input = junk.clone();
+            input.push(b'\n');
+            input.extend(encode_frame(&RequestFrame::new(id, crate::Request::Status)));
+            let mut framer = LineFramer::new();
+            framer.push(&input);
+            let _junk = framer.next_frame();
+            let frame = framer.next_frame().unwrap().unwrap();
+            let decoded = decode_request(&frame).unwrap();
+            prop_assert_eq!(decoded.id, id);
+        }
+    }
+}
