@@ -13,6 +13,7 @@ threads=$((connections < 2 ? connections : 2))
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
 cargo build --release -q -p ccod -p cco-tests
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -32,13 +33,13 @@ wait_port() {
 }
 
 mock_port=18601 cache_port=18602 nocache_port=18603
-./target/release/cco-mock-upstream --port "$mock_port" --max-seconds 1800 --max-requests 100000000 >/dev/null &
+"$bin"/cco-mock-upstream --port "$mock_port" --max-seconds 1800 --max-requests 100000000 >/dev/null &
 pids+=($!)
 wait_port "$mock_port"
 start_ccod() {
     local port=$1 name=$2
     shift 2
-    ./target/release/ccod --port "$port" --data-dir "$work/$name" --socket "$work/$name.sock" \
+    "$bin"/ccod --port "$port" --data-dir "$work/$name" --socket "$work/$name.sock" \
         --anthropic-base-url "http://127.0.0.1:$mock_port" --log-level warn "$@" \
         2>"$work/$name.log" &
     pids+=($!)

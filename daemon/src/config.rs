@@ -59,7 +59,8 @@ pub struct Args {
     pub cache_ttl: Option<u64>,
 
     /// Disable the response cache: every request goes upstream
-    #[arg(long, env = "CCO_NO_CACHE", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "CCO_NO_CACHE", num_args = 0..=1, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
     pub no_cache: Option<bool>,
 
     /// Base URL of the Anthropic API [default: https://api.anthropic.com]
@@ -489,6 +490,17 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_size", "0", "must be at least 1 MB"));
+        }
+        let level = self.log_level.trim();
+        let is_directive = level.contains('=') || level.contains("::") || level.contains(',');
+        let levels = ["off", "error", "warn", "info", "debug", "trace"];
+        if !is_directive && !levels.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(invalid(
+                "log_level",
+                &self.log_level,
+                "not a level; use off, error, warn, info, debug, trace, or a directive such \
+                 as ccod=debug",
+            ));
         }
         if let Err(err) =
             tracing_subscriber::EnvFilter::try_new(crate::logging::directives(&self.log_level))
@@ -944,6 +956,17 @@ fn normalize_base_url(key: &'static str, url: String) -> Result<String, ConfigEr
     if uri.host().is_none() {
         return Err(invalid(key, &url, reason));
     }
+    if uri
+        .authority()
+        .is_some_and(|authority| authority.as_str().contains('@'))
+    {
+        // The value is shown in errors and `--test-config`, so it must not carry a password.
+        return Err(invalid(
+            key,
+            "<with user info, not shown>",
+            "must not contain a user name or password; clients send their own credentials",
+        ));
+    }
     if uri.query().is_some() {
         return Err(invalid(key, &url, "must not contain a query string"));
     }
@@ -1028,6 +1051,16 @@ mod tests {
     }
 
     #[test]
+    fn base_url_with_password_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = args_with_file(dir.path(), "");
+        args.anthropic_base_url = Some("http://user:hunter2@127.0.0.1:9".to_owned());
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("user name or password"), "{err}");
+        assert!(!err.contains("hunter2"), "the password leaked: {err}");
+    }
+
+    #[test]
     fn base_url_loses_trailing_slash() {
         let dir = tempfile::tempdir().unwrap();
         let mut args = args_with_file(dir.path(), "");
@@ -1046,6 +1079,7 @@ mod tests {
             "upstream_timeout = 0",
             "max_body_size = 0",
             "log_level = \"loud[\"",
+            "log_level = \"debgu\"",
         ] {
             let result = Config::resolve(&args_with_file(dir.path(), text));
             assert!(result.is_err(), "{text} was accepted");

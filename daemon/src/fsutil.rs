@@ -47,10 +47,11 @@ pub fn restrict_file(path: &Path) -> io::Result<Option<u32>> {
     }
 }
 
-/// Sets mode 0700 on `dir` when it is open to others, is owned by `owner_uid` and is not
-/// a shared sticky directory such as `/tmp`; otherwise only reports it. The control
-/// socket's directory gets this treatment once the socket exists.
-pub fn tighten_private_dir(dir: &Path, owner_uid: Option<u32>) -> io::Result<()> {
+/// Sets mode 0700 on `dir` when it is open to others, `own` says it is the daemon's own
+/// directory, it is owned by `owner_uid` and it is not a shared sticky directory such as
+/// `/tmp`; otherwise only reports it. The control socket's directory gets this treatment
+/// once the socket exists.
+pub fn tighten_private_dir(dir: &Path, owner_uid: Option<u32>, own: bool) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -60,10 +61,10 @@ pub fn tighten_private_dir(dir: &Path, owner_uid: Option<u32>) -> io::Result<()>
             return Ok(());
         }
         let sticky = mode & 0o1000 != 0;
-        if sticky || Some(metadata.uid()) != owner_uid {
+        if !own || sticky || Some(metadata.uid()) != owner_uid {
             warn!(path = %dir.display(), mode = format!("{mode:o}"),
-                "the control socket's directory is open to other users and not ours to change; \
-                 the socket itself is 0600");
+                "the control socket's directory is open to other users; the socket itself is \
+                 0600, but a directory of its own (such as $XDG_RUNTIME_DIR/cco) is safer");
             return Ok(());
         }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -73,7 +74,7 @@ pub fn tighten_private_dir(dir: &Path, owner_uid: Option<u32>) -> io::Result<()>
     }
     #[cfg(not(unix))]
     {
-        let _ = (dir, owner_uid);
+        let _ = (dir, owner_uid, own);
         Ok(())
     }
 }

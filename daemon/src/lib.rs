@@ -73,6 +73,29 @@ pub enum Stopped {
     ForRestart(Restart),
 }
 
+/// Checks what `--test-config` can check beyond the values themselves without starting
+/// anything: the TLS files load, the data directory is not a file, and the listen address
+/// resolves.
+pub fn check_startable(config: &Config) -> anyhow::Result<()> {
+    if let Some((cert, key)) = &config.tls {
+        tls::server_config(cert, key)?;
+    }
+    if config.data_dir.exists() && !config.data_dir.is_dir() {
+        anyhow::bail!(
+            "the data directory {} is not a directory; pass another --data-dir",
+            config.data_dir.display()
+        );
+    }
+    let address = (config.host.as_str(), config.port);
+    std::net::ToSocketAddrs::to_socket_addrs(&address).with_context(|| {
+        format!(
+            "cannot resolve the listen address {}:{}; pass an IP address with --host",
+            config.host, config.port
+        )
+    })?;
+    Ok(())
+}
+
 /// Runs the daemon until a signal or `ccoctl shutdown` stops it.
 pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     start(config).await?.wait().await
@@ -311,6 +334,15 @@ fn bind_http(
         .addrs()
         .first()
         .context("the HTTP server bound no address")?;
+    if !http_addr.ip().is_loopback()
+        && config.access_token_hashes.is_empty()
+        && (config.anthropic_api_key.is_some() || config.openai_api_key.is_some())
+    {
+        warn!(actor = "proxy", addr = %http_addr,
+            "listening on a non-loopback address with an API key from the environment and \
+             no [proxy] access_tokens: any client that can connect spends on that key; \
+             set access_tokens or bind 127.0.0.1");
+    }
     if !http_addr.ip().is_loopback() && config.tls.is_none() {
         warn!(actor = "proxy", addr = %http_addr,
             "listening on a non-loopback address without TLS; pass --tls-cert and --tls-key \

@@ -13,6 +13,10 @@ fn main() -> ExitCode {
         }
     };
     if args.test_config {
+        if let Err(err) = ccod::check_startable(&config) {
+            eprintln!("ccod: {err:#}");
+            return ExitCode::from(2);
+        }
         println!("# effective configuration; the configuration is valid");
         print!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;

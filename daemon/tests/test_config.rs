@@ -74,3 +74,34 @@ fn env_overrides_file_and_flag_overrides_env() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("port = 9003"), "{stdout}");
 }
+
+#[test]
+fn test_config_checks_files_and_level() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let output = ccod(
+        &["--test-config", "--tls-cert", missing, "--tls-key", missing],
+        dir.path(),
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the TLS certificate"),
+        "{stderr}"
+    );
+
+    let output = ccod(&["--test-config", "--host", "not a host"], dir.path());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot resolve the listen address"),
+        "{stderr}"
+    );
+
+    let output = ccod(&["--test-config", "--log-level", "debgu"], dir.path());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a level"), "{stderr}");
+}

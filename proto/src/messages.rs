@@ -272,6 +272,8 @@ pub enum ErrorKind {
     /// A check, install or rollback of [`Request::Update`] failed; the installed binaries
     /// are as they were before the request.
     UpdateFailed,
+    /// The peer runs as a user other than the daemon's and root.
+    PermissionDenied,
 }
 
 /// Reply to [`Request::UpdateProgress`].

@@ -140,13 +140,22 @@ impl DaemonProcess {
             }
             None => Command::new(binary("ccod")),
         };
+        // A test may give its own --socket; the harness then talks to that one.
+        let socket = options
+            .extra_args
+            .iter()
+            .position(|arg| arg == "--socket")
+            .and_then(|index| options.extra_args.get(index + 1))
+            .map_or_else(|| dirs.socket(), PathBuf::from);
         command
             .arg("--port")
             .arg("0")
             .arg("--data-dir")
-            .arg(dirs.data_dir())
-            .arg("--socket")
-            .arg(dirs.socket())
+            .arg(dirs.data_dir());
+        if !options.extra_args.iter().any(|arg| arg == "--socket") {
+            command.arg("--socket").arg(dirs.socket());
+        }
+        command
             .arg("--log-file")
             .arg(&log_file)
             .arg("--log-level")
@@ -181,7 +190,7 @@ impl DaemonProcess {
                 return Self {
                     child,
                     addr,
-                    socket: dirs.socket(),
+                    socket,
                     log_file,
                 };
             }

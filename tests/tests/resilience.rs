@@ -231,3 +231,29 @@ fn kill_9_under_load_keeps_flushed_records() {
     assert_eq!(again.header("x-cco-cache"), Some("hit"));
     assert_serving(&daemon, &mock);
 }
+
+#[test]
+fn connect_and_upgrade_are_rejected_at_once() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    for raw in [
+        "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n".to_owned(),
+        format!(
+            "GET /v1/models HTTP/1.1\r\nhost: {}\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+            daemon.addr
+        ),
+    ] {
+        let started = Instant::now();
+        let mut socket = TcpStream::connect(daemon.addr).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        socket.write_all(raw.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        socket.read_exact(&mut head).unwrap();
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 501"), "{head} for {raw:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    }
+    assert_eq!(mock.request_count(), 0);
+    assert_serving(&daemon, &mock);
+}

@@ -100,12 +100,15 @@ fn https_listener_serves_verified_clients() {
 fn start_failure(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.toml"), "").unwrap();
-    let output = Command::new(binary("ccod"))
+    let mut command = Command::new(binary("ccod"));
+    command
         .args(["--port", "0", "--anthropic-base-url", "http://127.0.0.1:9"])
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--socket")
-        .arg(dir.path().join("ccod.sock"))
+        .arg(dir.path().join("data"));
+    if !args.contains(&"--socket") {
+        command.arg("--socket").arg(dir.path().join("ccod.sock"));
+    }
+    let output = command
         .env("CCO_CONFIG", dir.path().join("config.toml"))
         .env_remove("CCO_SOCKET")
         .args(args)
@@ -347,6 +350,12 @@ fn control_socket_rejects_other_users() {
         .output()
         .unwrap();
     assert!(!output.status.success(), "another user's ccoctl was served");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("permission_denied"), "{stderr}");
+    assert!(
+        stderr.contains("user 65534 may not control this ccod"),
+        "{stderr}"
+    );
     assert!(
         daemon
             .log()
@@ -422,7 +431,7 @@ fn access_log_records_each_request() {
         "path=/v1/messages",
         "status=200",
         "cache=\"miss\"",
-        "model=\"claude-haiku-4-5\"",
+        "model=claude-haiku-4-5",
         "input=",
         "output=",
         "cost_usd=0.",
@@ -449,4 +458,44 @@ fn open_config_file_is_reported() {
     let log = daemon.log();
     assert!(log.contains("file is readable by other users"), "{log}");
     assert!(log.contains("chmod 600"), "{log}");
+}
+
+#[test]
+fn socket_path_on_regular_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "important notes\n").unwrap();
+    let stderr = start_failure(&["--socket", notes.to_str().unwrap()]);
+    assert!(stderr.contains("exists and is not a socket"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "important notes\n",
+        "the file must be left as it was"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn given_socket_directory_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let shared = dirs.root.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = shared.join("ccod.sock");
+    let options = DaemonOptions::new(&mock.base_url())
+        .arg("--socket")
+        .arg(socket.to_str().unwrap());
+    let daemon = DaemonProcess::start(&dirs, &options);
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o755,
+        "a directory that is not the daemon's own is not changed"
+    );
+    assert!(
+        daemon.log().contains("a directory of its own"),
+        "{}",
+        daemon.log()
+    );
 }

@@ -1024,7 +1024,9 @@ fn download_progress_is_reported() {
         || {
             let frame = control_request(&socket, cco_proto::Request::UpdateProgress);
             match frame.response {
-                cco_proto::Response::UpdateProgress(progress) if progress.downloading => {
+                cco_proto::Response::UpdateProgress(progress)
+                    if progress.downloading && progress.received_bytes > 0 =>
+                {
                     seen = Some(progress);
                     true
                 }

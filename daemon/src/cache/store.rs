@@ -287,6 +287,8 @@ impl CacheStore {
     /// the error are dropped from the index at their next lookup.
     pub(crate) fn clear(&mut self) -> Result<CacheClearReply, CacheError> {
         self.tree.clear()?;
+        // The reply promises the entries are gone, so they must stay gone after a crash.
+        self.tree.flush()?;
         let reply = CacheClearReply {
             entries: self.index.len() as u64,
             bytes: self.bytes,

@@ -51,6 +51,8 @@ pub struct ControlContext {
 pub enum ControlError {
     #[error("another ccod is already listening on {0}; stop it with 'ccoctl shutdown' or pass another --socket")]
     InUse(PathBuf),
+    #[error("{0} exists and is not a socket; remove it or pass another --socket")]
+    NotASocket(PathBuf),
     #[error("cannot prepare the control socket directory {path}: {source}")]
     Directory { path: PathBuf, source: io::Error },
     #[error("cannot listen on the control socket {path}: {source}")]
@@ -73,19 +75,28 @@ impl Drop for ControlSocket {
 /// Creates the socket directory (0700) and binds the socket (0600). A socket file left by
 /// a daemon that is gone is replaced; one that still accepts connections is an error.
 pub fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        crate::fsutil::create_private_dir(dir).map_err(|source| ControlError::Directory {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    if path.exists() {
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+    let created_dir = match dir {
+        Some(dir) if !dir.exists() => {
+            crate::fsutil::create_private_dir(dir).map_err(|source| ControlError::Directory {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            true
+        }
+        _ => false,
+    };
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        if !is_socket(&metadata) {
+            return Err(ControlError::NotASocket(path.to_path_buf()));
+        }
         let name = path
             .to_fs_name::<GenericFilePath>()
             .map_err(|source| bind_error(path, source))?;
         if <interprocess::local_socket::Stream as interprocess::local_socket::traits::Stream>::connect(name).is_ok() {
             return Err(ControlError::InUse(path.to_path_buf()));
         }
+        // A socket that no daemon accepts on is left over from one that is gone.
         std::fs::remove_file(path).map_err(|source| bind_error(path, source))?;
     }
     let name = path
@@ -104,8 +115,11 @@ pub fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
     // From here on, a failure drops `socket`, which removes the file again.
     socket.owner_uid =
         crate::fsutil::restrict_file(path).map_err(|source| bind_error(path, source))?;
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        crate::fsutil::tighten_private_dir(dir, socket.owner_uid).map_err(|source| {
+    if let Some(dir) = dir.filter(|_| !created_dir) {
+        // Only the `cco` directory of the path rule is the daemon's own to change; any
+        // other directory, such as a home directory given with --socket, is only reported.
+        let own = dir.file_name().is_some_and(|name| name == "cco");
+        crate::fsutil::tighten_private_dir(dir, socket.owner_uid, own).map_err(|source| {
             ControlError::Directory {
                 path: dir.to_path_buf(),
                 source,
@@ -113,6 +127,17 @@ pub fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
         })?;
     }
     Ok(socket)
+}
+
+#[cfg(unix)]
+fn is_socket(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    metadata.file_type().is_socket()
+}
+
+#[cfg(not(unix))]
+fn is_socket(_metadata: &std::fs::Metadata) -> bool {
+    true
 }
 
 fn bind_error(path: &Path, source: io::Error) -> ControlError {
@@ -135,7 +160,8 @@ pub async fn serve(socket: ControlSocket, context: Arc<ControlContext>) {
                 continue;
             }
         };
-        if !peer_allowed(&stream, socket.owner_uid) {
+        if let Err(peer_uid) = peer_allowed(&stream, socket.owner_uid) {
+            actix_rt::spawn(reject_peer(stream, peer_uid));
             continue;
         }
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -152,13 +178,13 @@ pub async fn serve(socket: ControlSocket, context: Arc<ControlContext>) {
 }
 
 /// Checks that the peer runs as the daemon's user or as root, where the platform reports
-/// the peer's user id.
-fn peer_allowed(stream: &Stream, owner_uid: Option<u32>) -> bool {
+/// the peer's user id; returns the peer's user id otherwise.
+fn peer_allowed(stream: &Stream, owner_uid: Option<u32>) -> Result<(), u32> {
     let Some(owner) = owner_uid else {
-        return true;
+        return Ok(());
     };
     match stream.peer_creds().ok().and_then(|creds| creds.euid()) {
-        Some(uid) if uid == owner || uid == 0 => true,
+        Some(uid) if uid == owner || uid == 0 => Ok(()),
         Some(uid) => {
             warn!(
                 actor = "control",
@@ -166,10 +192,29 @@ fn peer_allowed(stream: &Stream, owner_uid: Option<u32>) -> bool {
                 daemon_uid = owner,
                 "rejected a control connection from another user"
             );
-            false
+            Err(uid)
         }
-        None => true,
+        None => Ok(()),
     }
+}
+
+/// Tells a rejected peer why before closing: an error frame, then one read so the peer's
+/// request is consumed and its write does not fail before it reads the reply.
+async fn reject_peer(stream: Stream, peer_uid: u32) {
+    let reply = ResponseFrame::new(
+        None,
+        Response::Error(cco_proto::ErrorReply {
+            kind: cco_proto::ErrorKind::PermissionDenied,
+            message: format!(
+                "user {peer_uid} may not control this ccod; run ccoctl as the daemon's user or root"
+            ),
+        }),
+    );
+    let (mut reader, mut writer) = (&stream, &stream);
+    let wait = Duration::from_secs(2);
+    let _ = tokio::time::timeout(wait, writer.write_all(&encode_frame(&reply))).await;
+    let mut buffer = [0u8; 4096];
+    let _ = tokio::time::timeout(wait, reader.read(&mut buffer)).await;
 }
 
 #[instrument(skip_all, fields(actor = "control"))]

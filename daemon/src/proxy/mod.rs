@@ -104,6 +104,18 @@ pub async fn handle(
     let in_flight = state.in_flight.enter();
     let (upstream, upstream_path) = state.router.route(request.path());
     let kind = upstream.kind;
+    // `RequestHead::upgrade` is true for `Connection: upgrade`. A bare `Upgrade` header is
+    // only a hop-by-hop header and is dropped like the others.
+    if request.method() == Method::CONNECT || request.head().upgrade() {
+        // Neither API uses tunnels or protocol upgrades, and actix-web would hand such a
+        // request's connection over as its body, which never ends.
+        return error_response(
+            kind,
+            StatusCode::NOT_IMPLEMENTED,
+            "invalid_request_error",
+            "CONNECT and Upgrade requests are not supported by the proxy; send plain HTTP requests",
+        );
+    }
     if !state.access_token_hashes.is_empty()
         && !headers::access_token_valid(request.headers(), &state.access_token_hashes)
     {
@@ -284,6 +296,17 @@ fn relay_response(
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok())
     };
+    // The proxy asks for `identity`; an upstream that compresses anyway is relayed as it
+    // is, but its usage cannot be read, and its body is not checked for completeness.
+    let encoded = response
+        .headers()
+        .get("content-encoding")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| !value.eq_ignore_ascii_case("identity"));
+    if encoded && endpoint.usage_format().is_some() {
+        warn!(actor = "proxy", path = %draft.path,
+            "upstream compressed its response despite accept-encoding: identity; its usage is not recorded");
+    }
     // RFC 9110 section 6.4.1: these responses have no body whatever their content-length.
     let has_body =
         !head_request && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED;
@@ -292,7 +315,7 @@ fn relay_response(
         state.prices.clone(),
         state.analytics.clone(),
         status.as_u16(),
-        endpoint.usage_format(),
+        endpoint.usage_format().filter(|_| !encoded),
         is_stream,
         target,
         MAX_CAPTURED_BYTES,

@@ -315,7 +315,7 @@ pub fn submit(analytics: &Addr<AnalyticsActor>, record: RequestRecord) {
         path = %record.path,
         status = record.status, outcome = ?record.outcome,
         cache = record.cache.as_header_value(),
-        model = record.model_priced.as_deref().or(record.model_requested.as_deref()).unwrap_or("-"),
+        model = %record.model_label(),
         input = tokens.input, output = tokens.output, cache_write_5m = tokens.cache_write_5m,
         cache_write_1h = tokens.cache_write_1h, cache_read = tokens.cache_read,
         cost_usd = %cost,
