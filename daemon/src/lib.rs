@@ -108,6 +108,16 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     if let Some(file) = &config.config_file {
         fsutil::report_open_file(file);
     }
+    for (key, url) in [
+        ("anthropic_base_url", &config.anthropic_base_url),
+        ("openai_base_url", &config.openai_base_url),
+    ] {
+        if url.ends_with("/v1") {
+            // Clients send paths that already start with /v1.
+            warn!(key, url = %url, "the base URL ends with /v1, so requests go to /v1/v1/...; \
+                drop the /v1");
+        }
+    }
     fsutil::create_private_dir(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
