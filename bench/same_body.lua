@@ -6,3 +6,9 @@ wrk.headers["content-type"] = "application/json"
 wrk.headers["anthropic-version"] = "2023-06-01"
 wrk.headers["x-api-key"] = "sk-ant-bench-key"
 wrk.body = '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"the same question"}]}'
+
+-- Reports what wrk's own summary leaves out: p99.9 latency and the request count.
+function done(summary, latency, requests)
+  io.write(string.format("p999_us %d\n", latency:percentile(99.9)))
+  io.write(string.format("requests %d\n", summary.requests))
+end
