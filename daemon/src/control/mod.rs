@@ -38,6 +38,8 @@ pub struct ControlContext {
     pub cache: Option<Addr<CacheActor>>,
     pub updater: Addr<UpdaterActor>,
     pub config: Arc<Config>,
+    /// `None` when `[budgets]` sets no limit.
+    pub budgets: Option<Arc<crate::budgets::Budgets>>,
     pub started: Instant,
     pub listen_addr: String,
     pub server: actix_web::dev::ServerHandle,
