@@ -666,9 +666,14 @@ pub async fn metrics(state: web::Data<ProxyState>) -> HttpResponse {
         in_flight: state.in_flight.value(),
     };
     match state.analytics.send(message).await {
-        Ok(text) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(text),
+        Ok(mut text) => {
+            if let Some(budgets) = &state.budgets {
+                crate::metrics::render_budgets(&mut text, &budgets.status(budgets::now_unix_ms()));
+            }
+            HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4")
+                .body(text)
+        }
         Err(err) => error_response(
             ApiKind::Anthropic,
             StatusCode::INTERNAL_SERVER_ERROR,
