@@ -1,5 +1,5 @@
 //! End-to-end tests of `[budgets]`: requests that could pass a USD limit get 429 and never
-//! reach the upstream, and `ccoctl stats` shows what each budget holds.
+//! reach the upstream, and `ccoctl stats` shows each budget's spend and reservations.
 //!
 //! Every amount is worked out in a comment from the rates in `daemon/src/prices.toml`
 //! (claude-haiku-4-5: input $1 and output $5 per million tokens, so 1000 and 5000 nano-USD

@@ -1,17 +1,19 @@
 //! The cost a request may reach, computed from its body before it is forwarded.
 //!
-//! Output is bounded by the request's own limit: `max_tokens` for the Anthropic Messages
-//! API, the larger of `max_completion_tokens` and `max_tokens` for OpenAI chat
-//! completions and completions (times `n` or `best_of`, each of which is a billed
-//! completion), `max_output_tokens` for the Responses API, and nothing for embeddings.
+//! Output is bounded by the request's own limit. The Anthropic Messages API takes
+//! `max_tokens`. OpenAI chat completions and completions take the larger of
+//! `max_completion_tokens` and `max_tokens`, times `n` or `best_of` because each choice is
+//! a billed completion. The Responses API takes `max_output_tokens`, and embeddings have no
+//! output.
 //!
 //! Input tokens are estimated as the body's length in bytes divided by 3, rounded up.
 //! English text and code take 3 to 4 bytes per token, and the JSON around the text adds
 //! bytes that are not billed, so the estimate is usually above the real count.
 //! NOTE: bytes / 3 is not a bound. Text that tokenises worse (single characters, some
-//! scripts), the tool-use system prompt that the API adds, or a small image of large
-//! dimensions can bill more input tokens, and a budget can then be overshot by that
-//! difference of the requests in flight.
+//! scripts) or the system prompt that Anthropic adds to requests with tools (159 to 530
+//! tokens for the Claude 3 models, per docs.anthropic.com/es/docs/tool-use-pricing-and-tokens)
+//! can bill more input tokens. A budget can then be overshot by that difference of the
+//! requests in flight.
 //!
 //! Input tokens are priced at the highest rate they could be billed at: the input rate, or
 //! the higher cache-write rates when the body contains `cache_control`. The long-context
@@ -25,10 +27,10 @@ use crate::pricing::{ModelPrice, PriceTable};
 /// Body bytes counted as one input token.
 pub const BYTES_PER_INPUT_TOKEN: u64 = 3;
 
-/// What the estimate of a request covers.
+/// Part of a request's cost that its estimate covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
-    /// The cost of the input estimate plus the most output the request allows.
+    /// The cost of the input estimate plus the max output that the request allows.
     WorstCase,
     /// The request sets no output limit, so the estimate covers its input only.
     InputOnly,
@@ -89,7 +91,7 @@ struct Fields {
 }
 
 impl Fields {
-    /// Returns the most output tokens the request may be billed for, or `None` when it
+    /// Returns the max output tokens that the request may be billed for, or `None` when it
     /// sets no limit.
     fn max_output_tokens(&self, api: Api) -> Option<u64> {
         let number = |field: &Option<Value>| field.as_ref().and_then(Value::as_u64);

@@ -19,10 +19,11 @@
 //!
 //! The ledger is a `Mutex` shared by the HTTP workers rather than an actor, like the rate
 //! limiter in [`crate::limits`]. A check must add its reservation in the same step, and a
-//! settlement runs inside the synchronous drop of the response body. Under the lock each
-//! call does a few integer operations on at most two budgets, well under a microsecond.
-//! An actor would add a cross-thread message round trip to every request and would see a
-//! settlement only after its mailbox reached it.
+//! settlement runs inside the synchronous drop of the response body, where an actor could
+//! only be sent a message that it handles later. Under the lock each call does a few
+//! integer operations on at most two budgets. On a 2-core x86-64 machine, a release build
+//! took about 0.15 µs per reserve and release pair, on one thread or two, and about 5 µs
+//! per actor round trip to another arbiter (the ignored `*_timing` tests in `tests.rs`).
 
 pub mod calendar;
 pub mod estimate;
@@ -164,7 +165,7 @@ pub struct Rejection {
     pub retry_after_secs: Option<u64>,
 }
 
-/// Which rule rejected a request.
+/// Rule that rejected a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// Spend, reservations and this estimate together exceed the limit.
@@ -176,8 +177,8 @@ pub enum Reason {
 }
 
 impl Rejection {
-    /// Returns the sentence sent to the client, which names the budget, what it holds and
-    /// what to do.
+    /// Returns the message sent to the client: the budget, its spend and reservations, and
+    /// what to do next.
     pub fn message(&self) -> String {
         let period = self.period.as_str();
         let limit = format_usd(self.limit_nano_usd);
@@ -202,9 +203,9 @@ impl Rejection {
                  at a time and another is in flight; set max_tokens or retry when it ends"
             ),
             Reason::Exceeded => {
-                let mut held = format!("spent {}", format_usd(self.spent_nano_usd));
+                let mut used = format!("spent {}", format_usd(self.spent_nano_usd));
                 if self.reserved_nano_usd > 0 {
-                    held.push_str(&format!(
+                    used.push_str(&format!(
                         " and {} reserved by requests in flight",
                         format_usd(self.reserved_nano_usd)
                     ));
@@ -215,7 +216,7 @@ impl Rejection {
                     Bound::WorstCase => format!("this request may cost up to {estimate}"),
                 };
                 format!(
-                    "{period} budget of {limit} for {scope} reached: {held}, {request}; it resets \
+                    "{period} budget of {limit} for {scope} reached: {used}, {request}; it resets \
                      at {reset}, or raise {key}"
                 )
             }
@@ -381,13 +382,13 @@ fn check(scope: &Scope, index: usize, estimate: Estimate) -> Vec<Failure> {
         let Some(limit) = scope.limits.get(period) else {
             continue;
         };
-        let held = scope.spent(period).saturating_add(scope.reserved);
+        let used = scope.spent(period).saturating_add(scope.reserved);
         let reason = if estimate.cost_nano_usd > limit {
             Some(Reason::EstimateAboveLimit)
-        } else if estimate.bound == Bound::Unpriced && held >= limit {
+        } else if estimate.bound == Bound::Unpriced && used >= limit {
             // An unpriced request adds nothing, so it is stopped only by a used-up budget.
             Some(Reason::Exceeded)
-        } else if held.saturating_add(estimate.cost_nano_usd) > limit {
+        } else if used.saturating_add(estimate.cost_nano_usd) > limit {
             Some(Reason::Exceeded)
         } else if estimate.bound == Bound::InputOnly && scope.unbounded_in_flight > 0 {
             Some(Reason::UnboundedInFlight)

@@ -188,7 +188,9 @@ fn history_counts_current_month_only() {
         spend(20_425, Some(CREDENTIAL), 17),
         spend(20_425, None, 19),
     ];
+
     let budgets = budgets(config, &history);
+
     assert_eq!(Budgets::history_start_day(NOON), 20_423);
     let global_day = status_of(&budgets, None, BudgetPeriod::Daily);
     let global_month = status_of(&budgets, None, BudgetPeriod::Monthly);
@@ -356,7 +358,7 @@ fn concurrent_reservations_never_overshoot() {
             });
         }
     });
-    // $1 holds 333 estimates of $0.003 and no more.
+    // $1 has room for 333 estimates of $0.003 and no more.
     assert_eq!(admitted.into_inner(), 333);
 }
 
@@ -389,4 +391,63 @@ fn usd_formats_without_rounding() {
     assert_eq!(format_usd(4_980_000_000), "$4.98");
     assert_eq!(format_usd(3_600_000), "$0.0036");
     assert_eq!(format_usd(1), "$0.000000001");
+}
+
+/// Times a reserve and release pair, the ledger's cost per request, on one and on two
+/// threads. Run with `cargo test --release -p ccod --lib timing -- --ignored --nocapture`.
+#[test]
+#[ignore = "a timing to read, not a check"]
+fn reserve_release_timing() {
+    const ROUNDS: u32 = 1_000_000;
+    let budgets = global_daily(u64::MAX / 2);
+    for thread_count in [1, 2] {
+        let started = std::time::Instant::now();
+        std::thread::scope(|threads| {
+            for _ in 0..thread_count {
+                threads.spawn(|| {
+                    for _ in 0..ROUNDS {
+                        drop(budgets.reserve(None, worst_case(3), NOON));
+                    }
+                });
+            }
+        });
+        let per_pair = started.elapsed() / (ROUNDS * thread_count);
+        eprintln!("{thread_count} threads: {per_pair:?} per reserve and release");
+    }
+}
+
+/// An actor that returns its message plus one, for [`actor_round_trip_timing`].
+struct Echo;
+
+impl actix::Actor for Echo {
+    type Context = actix::Context<Self>;
+}
+
+#[derive(actix::Message)]
+#[rtype(result = "u64")]
+struct Ping(u64);
+
+impl actix::Handler<Ping> for Echo {
+    type Result = u64;
+
+    fn handle(&mut self, Ping(value): Ping, _: &mut Self::Context) -> u64 {
+        value + 1
+    }
+}
+
+/// Times the round trip that an actor in place of the ledger would add to each request:
+/// a message to an actor on another arbiter and its reply.
+#[actix::test]
+#[ignore = "a timing to read, not a check"]
+async fn actor_round_trip_timing() {
+    use actix::Actor as _;
+    const ROUNDS: u32 = 100_000;
+    let arbiter = actix::Arbiter::new();
+    let echo = Echo::start_in_arbiter(&arbiter.handle(), |_| Echo);
+    let started = std::time::Instant::now();
+    for value in 0..ROUNDS {
+        echo.send(Ping(u64::from(value))).await.unwrap();
+    }
+    eprintln!("{:?} per actor round trip", started.elapsed() / ROUNDS);
+    arbiter.stop();
 }
