@@ -211,7 +211,9 @@ impl Rejection {
                     ));
                 }
                 let request = match self.estimate.bound {
-                    Bound::Unpriced => "requests for unpriced models wait until it resets".into(),
+                    Bound::Unpriced => {
+                        "this request's model has no price, so it waits for room".to_owned()
+                    }
                     Bound::InputOnly => format!("this request's input may cost up to {estimate}"),
                     Bound::WorstCase => format!("this request may cost up to {estimate}"),
                 };

@@ -281,6 +281,12 @@ fn unpriced_admitted_until_used_up() {
     let rejection = budgets.reserve(None, unpriced, NOON).unwrap_err();
     assert_eq!(rejection.reason, Reason::Exceeded);
     assert_eq!(rejection.retry_after_secs, None);
+    assert_eq!(
+        rejection.message(),
+        "daily budget of $1.00 for all clients reached: spent $0.00 and $1.00 reserved by \
+         requests in flight, this request's model has no price, so it waits for room; it \
+         resets at 2025-12-04T00:00:00Z, or raise [budgets] daily_usd"
+    );
     settle_at_noon(first.unwrap(), DOLLAR - 1);
     assert!(budgets.reserve(None, unpriced, NOON).is_ok());
     assert!(budgets.reserve(None, unpriced, NOON).is_ok());
@@ -296,6 +302,11 @@ fn one_unbounded_request_at_a_time() {
     let first = budgets.reserve(None, input_only, NOON).unwrap().unwrap();
     let rejection = budgets.reserve(None, input_only, NOON).unwrap_err();
     assert_eq!(rejection.reason, Reason::UnboundedInFlight);
+    assert!(
+        rejection.message().contains("only one runs at a time"),
+        "{}",
+        rejection.message()
+    );
     assert_eq!(rejection.retry_after_secs, None);
     // Bounded requests still pass beside it.
     assert!(budgets.reserve(None, worst_case(1000), NOON).is_ok());
