@@ -5,6 +5,9 @@
 //! (claude-haiku-4-5: input $1 and output $5 per million tokens, so 1000 and 5000 nano-USD
 //! per token). The proxy reserves `ceil(body bytes / 3)` input tokens at the input rate plus
 //! `max_tokens` output tokens at the output rate.
+//!
+//! NOTE: a test that runs across 00:00 UTC sees the daily budgets reset between its
+//! requests and can fail.
 
 use std::time::Duration;
 
