@@ -83,9 +83,9 @@ mod with_fake_daemon {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use cco_proto::{
-        decode_request, encode_frame, CacheClearReply, ConfigReply, ErrorKind, ErrorReply,
-        LineFramer, ModelTotals, Request, RequestFrame, Response, ResponseFrame, StatsReply,
-        StatusReply, TokenCounts, UsageTotals,
+        decode_request, encode_frame, BudgetPeriod, BudgetStatus, CacheClearReply, ConfigReply,
+        ErrorKind, ErrorReply, LineFramer, ModelTotals, Request, RequestFrame, Response,
+        ResponseFrame, StatsReply, StatusReply, TokenCounts, UsageTotals,
     };
     use interprocess::local_socket::traits::{Listener as _, Stream as _};
     use interprocess::local_socket::{
@@ -218,6 +218,7 @@ mod with_fake_daemon {
             unpriced_requests: 0,
             streams_without_usage: 0,
             rate_limited: 0,
+            budget_rejected: 3,
             tokens: TokenCounts {
                 input: 1_000,
                 output: 2_000,
@@ -259,6 +260,7 @@ mod with_fake_daemon {
                     totals: unpriced,
                 },
             ],
+            budgets: Vec::new(),
         }
     }
 
@@ -285,6 +287,38 @@ mod with_fake_daemon {
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].request, Request::Status);
         assert_eq!(requests[0].protocol, cco_proto::PROTOCOL_VERSION);
+    }
+
+    #[test]
+    fn stats_shows_budgets() {
+        let mut reply = stats_reply();
+        reply.budgets = vec![BudgetStatus {
+            credential: Some("0123456789ab".into()),
+            period: BudgetPeriod::Daily,
+            limit_nano_usd: 2_000_000_000,
+            spent_nano_usd: 1_500_000_000,
+            reserved_nano_usd: 250_000_000,
+            resets_unix_ms: 1_717_286_400_000,
+        }];
+        let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(reply))]);
+        let output = run_ctl(&daemon.socket, &["stats"]);
+        let text = stdout(&output);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert!(text.contains("budget rejected:       3\n"), "{text}");
+        let row = text
+            .lines()
+            .find(|line| line.contains("credential 0123456789ab"))
+            .unwrap_or_else(|| panic!("no budget row in {text}"));
+        for cell in [
+            "daily",
+            "$1.50",
+            "$0.25",
+            "$2.00",
+            "75.0%",
+            "2024-06-02T00:00:00Z",
+        ] {
+            assert!(row.contains(cell), "{cell} missing from {row}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::budgets::{format_usd, parse_usd, BudgetConfig, Limits};
 use crate::pricing::{ModelRows, PriceError, PriceTable};
 
 /// Upstream used when nothing else is configured.
@@ -140,6 +141,7 @@ struct FileConfig {
     proxy: Option<ProxySection>,
     rate_limiting: Option<RateLimitSection>,
     updates: Option<UpdatesSection>,
+    budgets: Option<BudgetsSection>,
     #[serde(default)]
     providers: Vec<ProviderSection>,
 }
@@ -173,6 +175,26 @@ struct RateLimitSection {
     enabled: bool,
     max_requests_per_minute: Option<u32>,
     burst_size: Option<u32>,
+}
+
+/// `[budgets]` in `config.toml`. Amounts are USD, as a number or a decimal string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetsSection {
+    daily_usd: Option<toml::Value>,
+    monthly_usd: Option<toml::Value>,
+    #[serde(default)]
+    credentials: Vec<CredentialBudgetSection>,
+}
+
+/// One `[[budgets.credentials]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialBudgetSection {
+    /// Hash prefix of the credential, as the analytics records show it.
+    credential: String,
+    daily_usd: Option<toml::Value>,
+    monthly_usd: Option<toml::Value>,
 }
 
 /// `[updates]` in `config.toml`.
@@ -255,6 +277,8 @@ pub struct Config {
     /// SHA-256 digests of the access tokens; empty means no client authentication.
     pub access_token_hashes: Vec<[u8; 32]>,
     pub rate_limit: Option<crate::limits::RateLimitConfig>,
+    /// `[budgets]`; `None` when it sets no limit.
+    pub budgets: Option<BudgetConfig>,
     pub updates: UpdateSettings,
 }
 
@@ -451,6 +475,7 @@ impl Config {
                     .unwrap_or_default(),
             )?,
             rate_limit: parse_rate_limit(file.rate_limiting)?,
+            budgets: parse_budgets(file.budgets.unwrap_or_default())?,
             updates: parse_updates(file.updates.unwrap_or_default())?,
         };
         config.validate()?;
@@ -547,6 +572,7 @@ impl Config {
             client_timeout: u64,
             access_tokens: String,
             rate_limiting: String,
+            budgets: String,
             updates: ShownUpdates<'a>,
             // Arrays of tables come last, because TOML allows no plain key after one.
             providers: Vec<ShownProvider<'a>>,
@@ -613,6 +639,10 @@ impl Config {
                 ),
                 None => "off".to_owned(),
             },
+            budgets: self
+                .budgets
+                .as_ref()
+                .map_or_else(|| "off".to_owned(), describe_budgets),
             updates: ShownUpdates {
                 feed_url: &updates.feed_url,
                 channel: updates.channel.as_str(),
@@ -825,6 +855,119 @@ fn parse_rate_limit(
         max_requests_per_minute,
         burst_size,
     }))
+}
+
+/// Validates `[budgets]`. Returns `None` when it sets no limit.
+fn parse_budgets(section: BudgetsSection) -> Result<Option<BudgetConfig>, ConfigError> {
+    let global = Limits {
+        daily_nano_usd: parse_budget_amount("budgets.daily_usd", section.daily_usd, "")?,
+        monthly_nano_usd: parse_budget_amount("budgets.monthly_usd", section.monthly_usd, "")?,
+    };
+    let mut credentials: Vec<(String, Limits)> = Vec::new();
+    for (index, entry) in section.credentials.into_iter().enumerate() {
+        let credential = parse_credential_prefix(&entry.credential, index)?;
+        if credentials.iter().any(|(other, _)| *other == credential) {
+            return Err(invalid(
+                "budgets.credentials.credential",
+                &credential,
+                "two [[budgets.credentials]] entries name this credential; merge them into one",
+            ));
+        }
+        let context = format!(" in the entry for credential {credential}");
+        let limits = Limits {
+            daily_nano_usd: parse_budget_amount(
+                "budgets.credentials.daily_usd",
+                entry.daily_usd,
+                &context,
+            )?,
+            monthly_nano_usd: parse_budget_amount(
+                "budgets.credentials.monthly_usd",
+                entry.monthly_usd,
+                &context,
+            )?,
+        };
+        if limits == Limits::default() {
+            return Err(invalid(
+                "budgets.credentials",
+                &credential,
+                "the entry sets neither daily_usd nor monthly_usd; set one or remove the entry",
+            ));
+        }
+        credentials.push((credential, limits));
+    }
+    let config = BudgetConfig {
+        global,
+        credentials,
+    };
+    Ok((!config.is_empty()).then_some(config))
+}
+
+/// Reads a budget amount in USD into nano-USD. `context` follows the reason in errors.
+fn parse_budget_amount(
+    key: &'static str,
+    value: Option<toml::Value>,
+    context: &str,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let text = match &value {
+        toml::Value::String(text) => text.clone(),
+        toml::Value::Integer(whole) => whole.to_string(),
+        // Rust prints the shortest decimal that reads back as the same f64, which is the
+        // literal as written for up to 15 significant digits.
+        toml::Value::Float(number) if number.is_finite() => number.to_string(),
+        other => other.to_string(),
+    };
+    let amount =
+        parse_usd(&text).map_err(|reason| invalid(key, &text, &format!("{reason}{context}")))?;
+    if amount == 0 {
+        return Err(invalid(
+            key,
+            &text,
+            &format!("must be more than 0{context}; leave the key out to set no limit"),
+        ));
+    }
+    Ok(Some(amount))
+}
+
+/// Checks that a `[[budgets.credentials]]` entry names a credential by the 12 hex digits
+/// that the analytics records show, and returns them in lowercase. An invalid value may be
+/// the key itself, so the error names the entry's position instead of the value.
+fn parse_credential_prefix(value: &str, index: usize) -> Result<String, ConfigError> {
+    let valid = value.len() == 12 && value.bytes().all(|byte| byte.is_ascii_hexdigit());
+    if !valid {
+        return Err(invalid(
+            "budgets.credentials.credential",
+            &format!("entry {index}"),
+            "expected the first 12 hex digits of the credential's SHA-256, as ccoctl stats \
+             shows them, never the key itself: printf %s KEY | sha256sum | cut -c1-12",
+        ));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+/// Describes the budgets for `ccoctl config`, such as
+/// `all clients: daily $5.00; credential 0123456789ab: monthly $20.00`.
+fn describe_budgets(config: &BudgetConfig) -> String {
+    let describe = |limits: &Limits| {
+        let mut parts = Vec::new();
+        if let Some(daily) = limits.daily_nano_usd {
+            parts.push(format!("daily {}", format_usd(daily)));
+        }
+        if let Some(monthly) = limits.monthly_nano_usd {
+            parts.push(format!("monthly {}", format_usd(monthly)));
+        }
+        parts.join(", ")
+    };
+    let mut scopes = Vec::new();
+    if config.global != Limits::default() {
+        scopes.push(format!("all clients: {}", describe(&config.global)));
+    }
+    for (credential, limits) in &config.credentials {
+        scopes.push(format!("credential {credential}: {}", describe(limits)));
+    }
+    scopes.join("; ")
 }
 
 fn parse_updates(section: UpdatesSection) -> Result<UpdateSettings, ConfigError> {
@@ -1120,6 +1263,104 @@ mod tests {
 
         let text = "[rate_limiting]\nenabled = true\nmax_requests_per_minute = 0\n";
         assert!(Config::resolve(&args_with_file(dir.path(), text)).is_err());
+    }
+
+    #[test]
+    fn budgets_section_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[budgets]\ndaily_usd = 5\nmonthly_usd = \"100.50\"\n\
+                    [[budgets.credentials]]\ncredential = \"0123456789AB\"\nmonthly_usd = 0.25\n";
+        let config = Config::resolve(&args_with_file(dir.path(), text)).unwrap();
+        let budgets = config.budgets.as_ref().unwrap();
+        assert_eq!(budgets.global.daily_nano_usd, Some(5_000_000_000));
+        assert_eq!(budgets.global.monthly_nano_usd, Some(100_500_000_000));
+        assert_eq!(budgets.credentials.len(), 1);
+        let (credential, limits) = &budgets.credentials[0];
+        assert_eq!(credential, "0123456789ab");
+        assert_eq!(limits.daily_nano_usd, None);
+        assert_eq!(limits.monthly_nano_usd, Some(250_000_000));
+        let shown = config.to_redacted_toml();
+        assert!(
+            shown.contains(
+                "budgets = \"all clients: daily $5.00, monthly $100.50; credential \
+                 0123456789ab: monthly $0.25\""
+            ),
+            "{shown}"
+        );
+
+        let config = Config::resolve(&args_with_file(dir.path(), "[budgets]\n")).unwrap();
+        assert!(config.budgets.is_none());
+        assert!(config.to_redacted_toml().contains("budgets = \"off\""));
+    }
+
+    #[test]
+    fn budgets_section_rejects_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |fields: &str| format!("[[budgets.credentials]]\n{fields}\n");
+        for (text, expected) in [
+            ("[budgets]\ndaily_usd = 0".to_owned(), "must be more than 0"),
+            (
+                "[budgets]\ndaily_usd = -5".to_owned(),
+                "budgets.daily_usd '-5'",
+            ),
+            (
+                "[budgets]\nmonthly_usd = \"0.0000000001\"".to_owned(),
+                "more than 9 decimal places",
+            ),
+            (
+                "[budgets]\ndaily_usd = \"$5\"".to_owned(),
+                "budgets.daily_usd '$5'",
+            ),
+            (
+                "[budgets]\ndaily_usd = true".to_owned(),
+                "budgets.daily_usd",
+            ),
+            (
+                "[budgets]\nweekly_usd = 5".to_owned(),
+                "unknown field `weekly_usd`",
+            ),
+            (
+                entry("credential = \"0123456789ab\""),
+                "sets neither daily_usd nor monthly_usd",
+            ),
+            (
+                entry("credential = \"0123456789ab\"\ndaily_usd = 0"),
+                "in the entry for credential 0123456789ab",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    entry("credential = \"0123456789ab\"\ndaily_usd = 1"),
+                    entry("credential = \"0123456789AB\"\ndaily_usd = 2")
+                ),
+                "two [[budgets.credentials]] entries",
+            ),
+            (entry("daily_usd = 1"), "missing field `credential`"),
+        ] {
+            let err = Config::resolve(&args_with_file(dir.path(), &text))
+                .map(|_| ())
+                .expect_err(&text)
+                .to_string();
+            assert!(err.contains(expected), "{text}\n=> {err}");
+        }
+    }
+
+    #[test]
+    fn budget_credential_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[budgets.credentials]]\ncredential = \"sk-ant-api03-secret\"\ndaily_usd = 1\n";
+        let err = Config::resolve(&args_with_file(dir.path(), text))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("budgets.credentials.credential 'entry 0'"),
+            "{err}"
+        );
+        assert!(err.contains("sha256sum"), "{err}");
+        assert!(
+            !err.contains("sk-ant-api03-secret"),
+            "the key leaked: {err}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! way.
 
 pub mod analytics;
+pub mod budgets;
 pub mod cache;
 pub mod config;
 pub mod control;
@@ -35,6 +36,7 @@ use anyhow::Context as _;
 use tracing::{error, info, warn};
 
 use analytics::AnalyticsActor;
+use budgets::Budgets;
 use cache::{CacheActor, CacheConfig};
 use config::Config;
 use pricing::PriceTable;
@@ -141,6 +143,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let mut arbiters = Vec::new();
     let analytics_actor = AnalyticsActor::new(&db, config.analytics_flush_interval)
         .context("cannot read the analytics store")?;
+    let budgets = load_budgets(&config, &analytics_actor)?;
     let arbiter = Arbiter::new();
     let analytics = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| analytics_actor);
     arbiters.push(arbiter);
@@ -191,6 +194,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         client_timeout: config.client_timeout,
         access_token_hashes: config.access_token_hashes.clone(),
         rate_limits: config.rate_limit.map(limits::RateLimits::new),
+        budgets: budgets.clone(),
         in_flight: Arc::new(metrics::InFlightGauge::default()),
     });
     if state.rate_limits.is_some() {
@@ -220,6 +224,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         updater,
         update_progress,
         config: config.clone(),
+        budgets,
         started,
         listen_addr: http_addr.to_string(),
         server: server.handle(),
@@ -243,6 +248,28 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         arbiters,
         restart,
     })
+}
+
+/// Builds the budgets of `[budgets]` with the cost already recorded in the current UTC
+/// month. Returns `None` when no budget is configured.
+fn load_budgets(
+    config: &Config,
+    analytics: &AnalyticsActor,
+) -> anyhow::Result<Option<Arc<Budgets>>> {
+    let Some(budget_config) = &config.budgets else {
+        return Ok(None);
+    };
+    let now = budgets::now_unix_ms();
+    let history = analytics
+        .spend_since(Budgets::history_start_day(now))
+        .context("cannot read this month's recorded cost for [budgets]")?;
+    let budgets = Budgets::new(budget_config, now, &history);
+    for status in budgets.status(now) {
+        info!(actor = "budgets", credential = status.credential.as_deref().unwrap_or("all clients"),
+            period = status.period.as_str(), limit_usd = %budgets::format_usd(status.limit_nano_usd),
+            spent_usd = %budgets::format_usd(status.spent_nano_usd), "loaded budget");
+    }
+    Ok(Some(Arc::new(budgets)))
 }
 
 /// Stops the HTTP server gracefully on the first SIGINT or SIGTERM.

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use cco_proto::CacheStatsReply;
+use cco_proto::{BudgetStatus, CacheStatsReply};
 
 use crate::analytics::RequestRecord;
 
@@ -79,6 +79,7 @@ pub struct Metrics {
     /// Model to cost avoided by cache hits, in nano-USD.
     saved: BTreeMap<String, u64>,
     rate_limited: u64,
+    budget_rejected: u64,
     /// Whole-request latency by cache result.
     latency: BTreeMap<&'static str, Histogram>,
     /// Time to the first upstream byte, for requests that went upstream.
@@ -118,6 +119,9 @@ impl Metrics {
         }
         if record.outcome == crate::analytics::Outcome::RateLimited {
             self.rate_limited += 1;
+        }
+        if record.outcome == crate::analytics::Outcome::BudgetRejected {
+            self.budget_rejected += 1;
         }
         let seconds = record.latency_us as f64 / 1e6;
         self.latency.entry(cache).or_default().observe(seconds);
@@ -191,6 +195,13 @@ impl Metrics {
             "Requests rejected by the proxy's rate limit.",
         );
         let _ = writeln!(out, "cco_rate_limited_total {}", self.rate_limited);
+        header(
+            &mut out,
+            "cco_budget_rejected_total",
+            "counter",
+            "Requests rejected because they could have passed a budget.",
+        );
+        let _ = writeln!(out, "cco_budget_rejected_total {}", self.budget_rejected);
         header(
             &mut out,
             "cco_request_duration_seconds",
@@ -275,6 +286,41 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+/// Appends gauges of the limit, spend and reservations of each budget to `out`, labelled
+/// by `credential` (`all` for the budget of all clients) and `period`.
+pub fn render_budgets(out: &mut String, budgets: &[BudgetStatus]) {
+    type Field = fn(&BudgetStatus) -> u64;
+    let gauges: [(&str, &str, Field); 3] = [
+        (
+            "cco_budget_limit_usd",
+            "Limit of each budget in US dollars.",
+            |budget| budget.limit_nano_usd,
+        ),
+        (
+            "cco_budget_spent_usd",
+            "Cost recorded in the current period of each budget, in US dollars.",
+            |budget| budget.spent_nano_usd,
+        ),
+        (
+            "cco_budget_reserved_usd",
+            "Worst-case cost of the requests in flight under each budget, in US dollars.",
+            |budget| budget.reserved_nano_usd,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(out, name, "gauge", help);
+        for budget in budgets {
+            let _ = writeln!(
+                out,
+                "{name}{{credential=\"{}\",period=\"{}\"}} {}",
+                escape(budget.credential.as_deref().unwrap_or("all")),
+                budget.period.as_str(),
+                dollars(value(budget))
+            );
+        }
     }
 }
 
@@ -389,6 +435,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("cco_in_flight_requests 2\n"), "{text}");
+    }
+
+    #[test]
+    fn budgets_render_as_gauges() {
+        let mut text = String::new();
+        let budget = BudgetStatus {
+            credential: Some("0123456789ab".into()),
+            period: cco_proto::BudgetPeriod::Monthly,
+            limit_nano_usd: 20_000_000_000,
+            spent_nano_usd: 1_500_000_000,
+            reserved_nano_usd: 3_000_000,
+            resets_unix_ms: 0,
+        };
+        render_budgets(&mut text, &[budget]);
+        let labels = "{credential=\"0123456789ab\",period=\"monthly\"}";
+        for line in [
+            format!("cco_budget_limit_usd{labels} 20.000000000\n"),
+            format!("cco_budget_spent_usd{labels} 1.500000000\n"),
+            format!("cco_budget_reserved_usd{labels} 0.003000000\n"),
+            "# TYPE cco_budget_spent_usd gauge\n".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} missing from {text}");
+        }
     }
 
     #[test]

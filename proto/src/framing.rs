@@ -326,6 +326,7 @@ mod tests {
                     unpriced_requests: 1,
                     streams_without_usage: 2,
                     rate_limited: 0,
+                    budget_rejected: 4,
                     tokens: TokenCounts {
                         input: 10,
                         output: 20,
@@ -341,6 +342,24 @@ mod tests {
                     priced: true,
                     totals: UsageTotals::default(),
                 }],
+                budgets: vec![
+                    BudgetStatus {
+                        credential: None,
+                        period: BudgetPeriod::Daily,
+                        limit_nano_usd: 5_000_000_000,
+                        spent_nano_usd: 4_980_000_000,
+                        reserved_nano_usd: 10_000_000,
+                        resets_unix_ms: 1_764_892_800_000,
+                    },
+                    BudgetStatus {
+                        credential: Some("0123456789ab".into()),
+                        period: BudgetPeriod::Monthly,
+                        limit_nano_usd: 20_000_000_000,
+                        spent_nano_usd: 0,
+                        reserved_nano_usd: 0,
+                        resets_unix_ms: 1_767_225_600_000,
+                    },
+                ],
             }),
             Response::CacheStats(CacheStatsReply::default()),
             Response::CacheCleared(CacheClearReply {

@@ -180,6 +180,10 @@ pub struct UsageTotals {
     /// Requests the proxy refused over its rate limit; they never reached the upstream.
     #[serde(default)]
     pub rate_limited: u64,
+    /// Requests the proxy refused because they could have taken a `[budgets]` limit past
+    /// its amount; they never reached the upstream.
+    #[serde(default)]
+    pub budget_rejected: u64,
     pub tokens: TokenCounts,
     /// Cost of the priced requests that went upstream.
     pub cost_nano_usd: u64,
@@ -216,6 +220,44 @@ pub struct StatsReply {
     pub total: UsageTotals,
     /// One row per model, most expensive first.
     pub by_model: Vec<ModelTotals>,
+    /// State of every configured budget at the time of the reply, whatever the range;
+    /// empty when none is configured or the daemon predates budgets.
+    #[serde(default)]
+    pub budgets: Vec<BudgetStatus>,
+}
+
+/// Period of a budget. Days and months are UTC calendar days and months.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPeriod {
+    Daily,
+    Monthly,
+}
+
+impl BudgetPeriod {
+    /// Returns `daily` or `monthly`, the word used in the config key and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::Daily => "daily",
+            BudgetPeriod::Monthly => "monthly",
+        }
+    }
+}
+
+/// Use of one budget in its current period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    /// Hash prefix of the credential the budget applies to (12 hex digits, as in the
+    /// analytics records), or `None` for the budget of all clients together.
+    pub credential: Option<String>,
+    pub period: BudgetPeriod,
+    pub limit_nano_usd: u64,
+    /// Cost recorded in the current period.
+    pub spent_nano_usd: u64,
+    /// Worst-case cost of the requests in flight, held until each one ends.
+    pub reserved_nano_usd: u64,
+    /// Start of the next period, in milliseconds since the Unix epoch.
+    pub resets_unix_ms: u64,
 }
 
 /// Reply to [`Request::CacheStats`].
@@ -341,4 +383,20 @@ pub enum RestartMode {
     /// The daemon stops gracefully and exits with `exit_code`, so that its service manager
     /// (systemd `Restart=on-failure`, launchd `KeepAlive`) starts the new binary.
     ServiceManager { exit_code: i32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stats reply of a daemon that predates budgets: no `budget_rejected`, no `budgets`.
+    const STATS_BEFORE_BUDGETS: &str = r#"{"since_unix_ms":null,"until_unix_ms":null,"total":{"requests":2,"cache_hits":0,"errors":1,"unpriced_requests":0,"streams_without_usage":0,"rate_limited":1,"tokens":{"input":10,"output":20,"cache_write_5m":0,"cache_write_1h":0,"cache_read":0},"cost_nano_usd":130000,"saved_nano_usd":0},"by_model":[]}"#;
+
+    #[test]
+    fn stats_before_budgets_decodes() {
+        let reply: StatsReply = serde_json::from_str(STATS_BEFORE_BUDGETS).unwrap();
+        assert_eq!(reply.total.budget_rejected, 0);
+        assert_eq!(reply.total.rate_limited, 1);
+        assert!(reply.budgets.is_empty());
+    }
 }

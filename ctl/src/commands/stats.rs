@@ -1,4 +1,6 @@
-//! `ccoctl stats`: usage and cost over a time range.
+//! `ccoctl stats`: usage and cost over a time range, and the state of the budgets.
+
+mod budgets;
 
 use cco_proto::{ModelTotals, Request, Response, StatsQuery, StatsReply, UsageTotals};
 use clap::Args;
@@ -64,6 +66,12 @@ fn build_query(args: &StatsArgs, now_unix_ms: u64) -> Result<StatsQuery, CtlErro
 }
 
 fn render(reply: &StatsReply) -> String {
+    let mut text = render_usage(reply);
+    text.push_str(&budgets::render(&reply.budgets));
+    text
+}
+
+fn render_usage(reply: &StatsReply) -> String {
     let mut text = render_totals(reply);
     text.push('\n');
     if reply.by_model.is_empty() {
@@ -131,6 +139,7 @@ fn render_totals(reply: &StatsReply) -> String {
         ),
         ("errors", format_count(total.errors)),
         ("rate limited", format_count(total.rate_limited)),
+        ("budget rejected", format_count(total.budget_rejected)),
         (
             "streams without usage",
             format_count(total.streams_without_usage),
@@ -229,6 +238,7 @@ mod tests {
                 unpriced_requests: 0,
                 streams_without_usage: 0,
                 rate_limited: 0,
+                budget_rejected: 0,
                 tokens: TokenCounts {
                     input: 1_234_567,
                     output: 89_000,
@@ -269,6 +279,7 @@ mod tests {
             total.unpriced_requests += row.totals.unpriced_requests;
             total.streams_without_usage += row.totals.streams_without_usage;
             total.rate_limited += row.totals.rate_limited;
+            total.budget_rejected += row.totals.budget_rejected;
             total.tokens.add(&row.totals.tokens);
             total.cost_nano_usd += row.totals.cost_nano_usd;
             total.saved_nano_usd += row.totals.saved_nano_usd;
@@ -278,6 +289,7 @@ mod tests {
             until_unix_ms: None,
             total,
             by_model,
+            budgets: Vec::new(),
         }
     }
 
@@ -334,6 +346,7 @@ requests:              1,200
 cache hits:            300 (25.0% hit rate)
 errors:                2
 rate limited:          0
+budget rejected:       0
 streams without usage: 0
 input tokens:          1,234,567
 output tokens:         89,000

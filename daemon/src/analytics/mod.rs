@@ -10,6 +10,7 @@
 //! so a time range is a key range. Values are JSON [`RequestRecord`]s.
 
 mod rollup;
+mod spend;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub enum Outcome {
     UpstreamFailed,
     /// Refused by the proxy's rate limit; never sent upstream.
     RateLimited,
+    /// Refused because it could have taken a `[budgets]` limit past its amount; never sent
+    /// upstream.
+    BudgetRejected,
 }
 
 /// Cache result of a request, sent as the `x-cco-cache` header.
@@ -116,6 +120,9 @@ impl RequestRecord {
         }
         if self.outcome == Outcome::RateLimited {
             totals.rate_limited += 1;
+        }
+        if self.outcome == Outcome::BudgetRejected {
+            totals.budget_rejected += 1;
         }
         if !(200..300).contains(&self.status) || self.outcome == Outcome::UpstreamFailed {
             totals.errors += 1;
@@ -411,6 +418,7 @@ impl Sums {
             until_unix_ms: query.until_unix_ms,
             total: self.total,
             by_model: rows,
+            budgets: Vec::new(),
         }
     }
 }

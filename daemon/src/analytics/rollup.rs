@@ -89,6 +89,7 @@ pub fn add_totals(totals: &mut UsageTotals, other: &UsageTotals) {
     totals.errors += other.errors;
     totals.unpriced_requests += other.unpriced_requests;
     totals.rate_limited += other.rate_limited;
+    totals.budget_rejected += other.budget_rejected;
     totals.streams_without_usage += other.streams_without_usage;
     totals.tokens.add(&other.tokens);
     totals.cost_nano_usd += other.cost_nano_usd;

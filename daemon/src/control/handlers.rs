@@ -53,7 +53,12 @@ pub async fn status(ctx: &ControlContext) -> Response {
 
 pub async fn stats(ctx: &ControlContext, query: StatsQuery) -> Response {
     match ctx.analytics.send(QueryStats(query)).await {
-        Ok(Ok(stats)) => Response::Stats(stats),
+        Ok(Ok(mut stats)) => {
+            if let Some(budgets) = &ctx.budgets {
+                stats.budgets = budgets.status(crate::budgets::now_unix_ms());
+            }
+            Response::Stats(stats)
+        }
         Ok(Err(err)) => internal("reading analytics", err),
         Err(err) => internal("reading analytics", err),
     }

@@ -41,6 +41,8 @@ pub struct ControlContext {
     /// the updater is busy installing.
     pub update_progress: Arc<crate::updater::DownloadProgress>,
     pub config: Arc<Config>,
+    /// `None` when `[budgets]` sets no limit.
+    pub budgets: Option<Arc<crate::budgets::Budgets>>,
     pub started: Instant,
     pub listen_addr: String,
     pub server: actix_web::dev::ServerHandle,

@@ -3,8 +3,10 @@
 //!
 //! Per request: pick the upstream from the path (see [`upstream`]), read the body
 //! (bounded), build the cache key and send it to the `CacheActor`. A hit replays the stored
-//! bytes. A miss is forwarded with `awc`, and the response is relayed as it arrives (see
-//! [`relay`]). Handlers hold only `Addr`s of the actors and never wait on disk.
+//! bytes. A miss of an endpoint that can cost money first reserves its worst-case cost in
+//! the budgets (see [`crate::budgets`]) and is rejected with 429 if that fails. It is then
+//! forwarded with `awc`, and the response is relayed as it arrives (see [`relay`]).
+//! Handlers hold only `Addr`s of the actors and never wait on disk.
 
 mod headers;
 pub mod relay;
@@ -26,6 +28,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome};
+use crate::budgets::{self, Budgets, Reservation};
 use crate::cache::{CacheActor, CacheKey, CachedResponse, KeyFilter, KeyParts, Lookup};
 use crate::config::Secret;
 use crate::limits::{RateLimits, Scope};
@@ -56,6 +59,8 @@ pub struct ProxyState {
     /// SHA-256 digests of the accepted access tokens; empty admits every client.
     pub access_token_hashes: Vec<[u8; 32]>,
     pub rate_limits: Option<RateLimits>,
+    /// `None` when `[budgets]` sets no limit.
+    pub budgets: Option<Arc<Budgets>>,
     /// Requests in progress, for the metrics.
     pub in_flight: Arc<InFlightGauge>,
 }
@@ -213,6 +218,12 @@ pub async fn handle(
         }
     }
 
+    let reservation = match reserve_budget(&state, endpoint, upstream, upstream_path, &body, &draft)
+    {
+        Ok(reservation) => reservation,
+        Err(rejection) => return budget_rejected(&state, kind, draft, &rejection),
+    };
+    // From here on, a failure drops `reservation`, which releases it.
     let outgoing = build_upstream_request(
         &client,
         &request,
@@ -230,6 +241,7 @@ pub async fn handle(
         endpoint,
         target,
         in_flight,
+        reservation,
     };
     relay_response(&state, response, draft, exchange)
 }
@@ -242,6 +254,8 @@ struct Exchange {
     /// Cache and key under which a complete 2xx response is stored.
     target: Option<(Addr<CacheActor>, CacheKey)>,
     in_flight: InFlight,
+    /// Budget reservation, settled when the response ends.
+    reservation: Option<Reservation>,
 }
 
 /// Sends the upstream's response to the client as it arrives, with an [`Observer`] that
@@ -257,6 +271,7 @@ fn relay_response(
         endpoint,
         target,
         in_flight,
+        reservation,
     } = exchange;
     let status = response.status();
     let is_stream = response
@@ -321,7 +336,8 @@ fn relay_response(
         MAX_CAPTURED_BYTES,
         content_length.filter(|_| has_body),
     )
-    .counted_by(in_flight);
+    .counted_by(in_flight)
+    .reserved(reservation);
     let relay = Relay::new(response, observer);
     match content_length {
         Some(length) => builder.body(SizedStream::new(length, relay)),
@@ -534,6 +550,69 @@ fn rate_limited(
     response
 }
 
+/// Reserves the worst-case cost of a request to an endpoint that can cost money in every
+/// budget that applies to it. Returns `Ok(None)` for a free endpoint or when no budget
+/// applies.
+fn reserve_budget(
+    state: &ProxyState,
+    endpoint: Endpoint,
+    upstream: &Upstream,
+    upstream_path: &str,
+    body: &[u8],
+    draft: &RecordDraft,
+) -> Result<Option<Reservation>, budgets::Rejection> {
+    let Some(budgets) = &state.budgets else {
+        return Ok(None);
+    };
+    let api = match endpoint {
+        Endpoint::Messages => budgets::Api::AnthropicMessages,
+        Endpoint::OpenAiGeneration => match budgets::Api::of_openai_path(upstream_path) {
+            Some(api) => api,
+            None => return Ok(None),
+        },
+        Endpoint::CountTokens | Endpoint::Other => return Ok(None),
+    };
+    let estimate = budgets::estimate::estimate(&state.prices, &upstream.name, api, body);
+    budgets.reserve(draft.credential.as_deref(), estimate, draft.time_unix_ms)
+}
+
+/// Rejects a request that could overrun a budget with 429, with `retry-after` when only
+/// the budget's reset can admit it, and records the rejection.
+fn budget_rejected(
+    state: &ProxyState,
+    kind: ApiKind,
+    draft: RecordDraft,
+    rejection: &budgets::Rejection,
+) -> HttpResponse {
+    let cache_outcome = draft.cache;
+    let record = draft.finish(
+        &state.prices,
+        429,
+        Outcome::BudgetRejected,
+        None,
+        Duration::ZERO,
+    );
+    relay::submit(&state.analytics, record);
+    let mut response = error_response(
+        kind,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        &rejection.message(),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static(CACHE_HEADER),
+        HeaderValue::from_static(cache_outcome.as_header_value()),
+    );
+    if let Some(seconds) = rejection.retry_after_secs {
+        headers.insert(
+            HeaderName::from_static("retry-after"),
+            HeaderValue::from(seconds),
+        );
+    }
+    response
+}
+
 /// Responds to a request whose upstream could not be reached: 504 for a timeout, 502 for the
 /// rest, with the cause named.
 fn upstream_failure(
@@ -610,9 +689,14 @@ pub async fn metrics(state: web::Data<ProxyState>) -> HttpResponse {
         in_flight: state.in_flight.value(),
     };
     match state.analytics.send(message).await {
-        Ok(text) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(text),
+        Ok(mut text) => {
+            if let Some(budgets) = &state.budgets {
+                crate::metrics::render_budgets(&mut text, &budgets.status(budgets::now_unix_ms()));
+            }
+            HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4")
+                .body(text)
+        }
         Err(err) => error_response(
             ApiKind::Anthropic,
             StatusCode::INTERNAL_SERVER_ERROR,

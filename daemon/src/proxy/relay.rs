@@ -19,6 +19,7 @@ use futures_util::Stream;
 use tracing::{info, warn};
 
 use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record, RequestRecord};
+use crate::budgets::Reservation;
 use crate::cache::{CacheActor, CacheKey, CachedResponse, Store};
 use crate::metrics::InFlight;
 use crate::pricing::{self, PriceTable};
@@ -132,6 +133,8 @@ pub struct Observer {
     first_byte_at: Option<Instant>,
     /// Keeps the request counted as in flight until the body ends.
     in_flight: Option<InFlight>,
+    /// Budget reservation of the request, settled with its cost when the body ends.
+    reservation: Option<Reservation>,
 }
 
 /// Way the upstream body ended.
@@ -180,12 +183,19 @@ impl Observer {
             received_bytes: 0,
             first_byte_at: None,
             in_flight: None,
+            reservation: None,
         }
     }
 
     /// Counts the request as in flight until the relay finishes.
     pub fn counted_by(mut self, guard: InFlight) -> Self {
         self.in_flight = Some(guard);
+        self
+    }
+
+    /// Settles `reservation` with the request's cost when the relay finishes.
+    pub fn reserved(mut self, reservation: Option<Reservation>) -> Self {
+        self.reservation = reservation;
         self
     }
 
@@ -272,6 +282,18 @@ impl Observer {
         if usage_missing {
             record.usage_missing = true;
             record.cost_nano_usd = None;
+        }
+        if let Some(reservation) = self.reservation {
+            // A stream without usage may have cost up to its estimate, which is charged
+            // rather than nothing.
+            // NOTE: the records carry no cost for it, so after a restart the budget no
+            // longer counts that charge.
+            let charged = match record.cost_nano_usd {
+                Some(cost) => cost,
+                None if record.usage_missing => reservation.amount_nano_usd(),
+                None => 0,
+            };
+            reservation.settle(charged);
         }
         if let Some(target) = self.cache {
             if success && end == End::Complete && cacheable && self.capture {
