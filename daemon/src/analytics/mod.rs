@@ -549,8 +549,21 @@ mod tests {
 
     /// Starts the actor on its own arbiter, as the daemon does, so that stopping the
     /// arbiter releases the tree.
+    /// Opens the database at `path`, waiting for a stopped actor's sled threads to let go
+    /// of its lock.
+    fn open_db(path: &std::path::Path) -> sled::Db {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match sled::open(path) {
+                Ok(db) => return db,
+                Err(err) if std::time::Instant::now() > deadline => panic!("{err}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     fn start_on_arbiter(path: &std::path::Path) -> (Addr<AnalyticsActor>, Arbiter) {
-        let db = sled::open(path).unwrap();
+        let db = open_db(path);
         let actor = AnalyticsActor::new(&db, Duration::from_secs(60)).unwrap();
         let arbiter = Arbiter::new();
         let addr = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
@@ -674,7 +687,7 @@ mod tests {
         arbiter.stop();
         arbiter.join().unwrap();
 
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_db(dir.path());
         db.open_tree("rollups").unwrap().clear().unwrap();
         drop(db);
         let (actor, _arbiter) = start_on_arbiter(dir.path());
