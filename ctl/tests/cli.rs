@@ -84,7 +84,7 @@ mod with_fake_daemon {
 
     use cco_proto::{
         decode_request, encode_frame, CacheClearReply, ConfigReply, ErrorKind, ErrorReply,
-        LineFramer, ModelTotals, Request, RequestFrame, Response, ResponseFrame, StatsReply,
+        GroupTotals, LineFramer, Request, RequestFrame, Response, ResponseFrame, StatsReply,
         StatusReply, TokenCounts, UsageTotals,
     };
     use interprocess::local_socket::traits::{Listener as _, Stream as _};
@@ -227,6 +227,7 @@ mod with_fake_daemon {
             },
             cost_nano_usd: 1_500_000_000,
             saved_nano_usd: 3_600_000,
+            ..UsageTotals::default()
         };
         let unpriced = UsageTotals {
             requests: 2,
@@ -246,15 +247,17 @@ mod with_fake_daemon {
         StatsReply {
             since_unix_ms: Some(1_717_200_000_000),
             until_unix_ms: None,
+            group_by: cco_proto::GroupBy::Model,
+            repriced: false,
             total,
-            by_model: vec![
-                ModelTotals {
-                    model: "claude-sonnet-4-5".into(),
+            rows: vec![
+                GroupTotals {
+                    group: "claude-sonnet-4-5".into(),
                     priced: true,
                     totals: priced,
                 },
-                ModelTotals {
-                    model: "my-local-model".into(),
+                GroupTotals {
+                    group: "my-local-model".into(),
                     priced: false,
                     totals: unpriced,
                 },

@@ -24,6 +24,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::analytics::AnalyticsActor;
 use crate::cache::CacheActor;
 use crate::config::Config;
+use crate::pricing::PriceTable;
 use crate::updater::UpdaterActor;
 
 /// Time a connection may stay silent, or leave a reply unread, before it is closed.
@@ -38,6 +39,8 @@ pub struct ControlContext {
     pub cache: Option<Addr<CacheActor>>,
     pub updater: Addr<UpdaterActor>,
     pub config: Arc<Config>,
+    /// The price table that prices requests, for `pricing` and repriced stats.
+    pub prices: Arc<PriceTable>,
     pub started: Instant,
     pub listen_addr: String,
     pub server: actix_web::dev::ServerHandle,
@@ -223,5 +226,6 @@ async fn dispatch(context: &ControlContext, request: Request) -> Response {
         Request::Config => handlers::config(context),
         Request::Shutdown => handlers::shutdown(context),
         Request::Update(request) => handlers::update(context, request).await,
+        Request::Pricing(query) => handlers::pricing(context, &query),
     }
 }
