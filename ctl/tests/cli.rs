@@ -338,6 +338,31 @@ mod with_fake_daemon {
     }
 
     #[test]
+    fn stats_rejects_ignored_grouping() {
+        // A daemon older than --by replies with rows by model whatever the request says.
+        let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(stats_reply()))]);
+        let output = run_ctl(&daemon.socket, &["stats", "--by", "day"]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains("ccod ignored --by day"), "{message}");
+
+        let requests = daemon.requests();
+        let Request::Stats(query) = &requests[0].request else {
+            panic!("expected a stats request, got {:?}", requests[0].request);
+        };
+        assert_eq!(query.group_by, cco_proto::GroupBy::Day);
+    }
+
+    #[test]
+    fn stats_rejects_ignored_reprice() {
+        let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(stats_reply()))]);
+        let output = run_ctl(&daemon.socket, &["stats", "--reprice"]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains("ccod ignored --reprice"), "{message}");
+    }
+
+    #[test]
     fn stats_json_prints_reply() {
         let reply = stats_reply();
         let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(reply.clone()))]);

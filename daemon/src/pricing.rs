@@ -31,10 +31,12 @@ const EMBEDDED_TOML: &str = include_str!("prices.toml");
 /// `web_search_per_1000`: $10 per 1,000 searches.
 ///
 /// NOTE: the Anthropic web search tool page
-/// (https://docs.anthropic.com/en/docs/build-with-claude/tool-use/web-search-tool) names the
-/// tool and the `usage.server_tool_use.web_search_requests` count, but the stored copy that
-/// was opened did not show the rate itself; $10 per 1,000 is the rate third-party
-/// integrations quote for it. Override it per row where it differs.
+/// (https://docs.anthropic.com/en/docs/build-with-claude/tool-use/web-search-tool) describes
+/// the tool, and the Ruby SDK reference of `BetaAnalyticsServerToolUse`
+/// (https://www.rubydoc.info/github/anthropics/anthropic-sdk-ruby) defines
+/// `web_search_requests` as the number of web search requests made. Neither stored copy
+/// that was opened showed the rate itself, so $10 per 1,000 is the rate that third-party
+/// integrations quote for it. A `[[prices]]` row overrides it where it differs.
 pub const ANTHROPIC_WEB_SEARCH_NANO_USD: u64 = 10_000_000;
 
 /// Rates of one model, in nano-USD per token.
@@ -64,7 +66,7 @@ pub struct ModelPrice {
     pub url: Option<String>,
     /// Date the rates were read, `YYYY-MM-DD`: the row's `as_of` key.
     pub as_of: Option<String>,
-    /// Configuration file that contains the row; `None` for the embedded table.
+    /// Configuration file that contains the row, or `None` for the embedded table.
     pub file: Option<String>,
 }
 

@@ -101,7 +101,7 @@ pub enum GroupBy {
     /// The upstream: `anthropic`, `openai` or a configured provider's name.
     Provider,
     /// The first 12 hex digits of the SHA-256 of the request's credential, never the
-    /// credential itself; `(none)` for requests that carried none.
+    /// credential itself, or `(none)` for requests that carried none.
     Credential,
 }
 
@@ -132,7 +132,7 @@ impl GroupBy {
 /// Filter of a [`Request::Pricing`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PricingQuery {
-    /// Returns only the rows of this provider; `None` returns every row.
+    /// Provider whose rows to return, or `None` for every row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
 }
@@ -270,7 +270,7 @@ impl UsageTotals {
 /// either the cost of all its requests or unknown, never a partial sum that looks complete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupTotals {
-    /// The group's value, such as `claude-sonnet-4-5` or `2026-12-01`; see [`GroupBy`].
+    /// The group's value, such as `claude-sonnet-4-5` or `2026-12-01`, as [`GroupBy`] names.
     /// Releases before [`GroupBy`] named it `model`.
     #[serde(alias = "model")]
     pub group: String,
@@ -284,7 +284,7 @@ pub struct GroupTotals {
 pub struct StatsReply {
     pub since_unix_ms: Option<u64>,
     pub until_unix_ms: Option<u64>,
-    /// What each row sums; releases before it always grouped by model.
+    /// What each row sums. Releases before this field always grouped by model.
     #[serde(default)]
     pub group_by: GroupBy,
     /// True when the costs and savings were recomputed with the daemon's current prices.
@@ -328,7 +328,7 @@ pub struct PriceRow {
     pub aliases: Vec<String>,
     pub rates: TokenRates,
     pub long_context: Option<LongContextRates>,
-    /// Price of one web search in nano-USD; 0 where searches are not billed.
+    /// Price of one web search in nano-USD, or 0 where searches are not billed.
     pub web_search_nano_usd: u64,
     /// Table the row came from: `embedded`, `config` for `[[prices]]`, or
     /// `[[providers]] NAME` for a provider's own rows.
@@ -337,7 +337,7 @@ pub struct PriceRow {
     pub url: Option<String>,
     /// Date the rates were read, `YYYY-MM-DD`, where the row gives one.
     pub as_of: Option<String>,
-    /// Configuration file that contains the row; `None` for embedded rows.
+    /// Configuration file that contains the row, or `None` for embedded rows.
     pub file: Option<String>,
 }
 

@@ -47,7 +47,7 @@ pub struct StatsArgs {
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
 
-    /// Print one CSV row per group after a header row, money as exact decimal USD; the cost
+    /// Print one CSV row per group after a header row, money as exact decimal USD. The cost
     /// and savings of unpriced rows are empty
     #[arg(long)]
     pub csv: bool,

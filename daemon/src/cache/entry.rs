@@ -217,6 +217,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn web_searches_round_trip() {
+        let response = CachedResponse {
+            web_search_requests: 3,
+            ..fixture_response()
+        };
+        let encoded = response.encode().unwrap();
+        let text = String::from_utf8_lossy(&encoded);
+        assert!(text.contains(r#""web_search_requests":3"#), "{text}");
+        let decoded = CachedResponse::decode(Bytes::from(encoded)).unwrap();
+        assert_eq!(decoded.web_search_requests, 3);
+    }
+
+    #[test]
     fn decode_accepts_empty_body() {
         let response = CachedResponse {
             body: Bytes::new(),
