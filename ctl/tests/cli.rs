@@ -339,7 +339,7 @@ mod with_fake_daemon {
 
     #[test]
     fn stats_rejects_ignored_grouping() {
-        // A daemon older than --by replies with rows by model whatever the request says.
+        // A daemon older than --by replies with rows by model, whatever the request sets.
         let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(stats_reply()))]);
         let output = run_ctl(&daemon.socket, &["stats", "--by", "day"]);
         let message = stderr(&output);

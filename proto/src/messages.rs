@@ -84,12 +84,12 @@ pub struct StatsQuery {
     /// recorded. This reads every record, so it is slower than a plain query.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reprice: bool,
-    /// What each row of the reply sums.
+    /// Grouping of the reply's rows.
     #[serde(default, skip_serializing_if = "GroupBy::is_model")]
     pub group_by: GroupBy,
 }
 
-/// What one row of a [`StatsReply`] sums.
+/// Grouping of the rows of a [`StatsReply`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
@@ -114,7 +114,7 @@ impl GroupBy {
         GroupBy::Credential,
     ];
 
-    /// The wire name, such as `day`.
+    /// Returns the wire name, such as `day`.
     pub fn as_str(self) -> &'static str {
         match self {
             GroupBy::Model => "model",
@@ -284,7 +284,7 @@ pub struct GroupTotals {
 pub struct StatsReply {
     pub since_unix_ms: Option<u64>,
     pub until_unix_ms: Option<u64>,
-    /// What each row sums. Releases before this field always grouped by model.
+    /// Grouping of the rows. Releases before this field always grouped by model.
     #[serde(default)]
     pub group_by: GroupBy,
     /// True when the costs and savings were recomputed with the daemon's current prices.

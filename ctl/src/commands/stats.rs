@@ -32,7 +32,7 @@ pub struct StatsArgs {
     #[arg(long, value_name = "WHEN")]
     pub until: Option<TimeBound>,
 
-    /// What each row sums: the model as priced, the UTC day, the upstream provider, or the
+    /// Group rows by the model as priced, the UTC day, the upstream provider, or the
     /// credential's 12-hex-digit SHA-256 prefix
     #[arg(long = "by", value_name = "GROUP", value_enum, default_value_t = Grouping::Model)]
     pub by: Grouping,

@@ -763,7 +763,8 @@ mod tests {
         assert_eq!(totals.estimated_requests, 1);
     }
 
-    /// The embedded table with claude-haiku-4-5 at $2 input and $4 per 1,000 searches.
+    /// Returns the embedded table with claude-haiku-4-5 at $2 input and $4 per 1,000
+    /// searches.
     fn override_table() -> PriceTable {
         let mut table = PriceTable::embedded();
         let row = r#"
