@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::client::DEFAULT_TIMEOUT_SECS;
 use crate::commands::cache::CacheCommand;
+use crate::commands::pricing::PricingArgs;
 use crate::commands::service::ServiceCommand;
 use crate::commands::stats::StatsArgs;
 use crate::commands::status::StatusArgs;
@@ -27,9 +28,9 @@ Exit codes:
     name = "ccoctl",
     version,
     long_about = "Control the CCO caching proxy daemon (ccod) over its local control socket: \
-                  show its status, usage and cost, inspect or clear its cache, print its \
-                  configuration, update it or stop it. 'ccoctl service' writes the service \
-                  file that runs ccod and needs no daemon.",
+                  show its status, usage and cost, its price table, inspect or clear its \
+                  cache, print its configuration, update it or stop it. 'ccoctl service' \
+                  writes the service file that runs ccod and needs no daemon.",
     after_help = "Run 'ccoctl --help' to see the exit codes.",
     after_long_help = EXIT_CODES
 )]
@@ -60,8 +61,11 @@ pub struct Cli {
 pub enum Command {
     /// Show ccod's version, uptime, listen address, data dir and counters
     Status(StatusArgs),
-    /// Show requests, cache hits, tokens and cost over a time range, in total and by model
+    /// Show requests, cache hits, tokens and cost over a time range, in total and by model,
+    /// day, provider or credential
     Stats(StatsArgs),
+    /// Show the price table ccod prices requests with: rates, aliases and each row's source
+    Pricing(PricingArgs),
     /// Inspect or clear the response cache
     #[command(subcommand)]
     Cache(CacheCommand),

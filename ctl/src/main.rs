@@ -39,6 +39,7 @@ fn run(cli: &Cli) -> Result<String, CtlError> {
     match &cli.command {
         Command::Status(args) => commands::status::run(&client, args),
         Command::Stats(args) => commands::stats::run(&client, args),
+        Command::Pricing(args) => commands::pricing::run(&client, args),
         Command::Cache(command) => commands::cache::run(&client, command),
         Command::Config => commands::config::run(&client),
         Command::Shutdown => commands::shutdown::run(&client),

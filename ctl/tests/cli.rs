@@ -84,7 +84,7 @@ mod with_fake_daemon {
 
     use cco_proto::{
         decode_request, encode_frame, BudgetPeriod, BudgetStatus, CacheClearReply, ConfigReply,
-        ErrorKind, ErrorReply, LineFramer, ModelTotals, Request, RequestFrame, Response,
+        ErrorKind, ErrorReply, GroupTotals, LineFramer, Request, RequestFrame, Response,
         ResponseFrame, StatsReply, StatusReply, TokenCounts, UsageTotals,
     };
     use interprocess::local_socket::traits::{Listener as _, Stream as _};
@@ -228,6 +228,7 @@ mod with_fake_daemon {
             },
             cost_nano_usd: 1_500_000_000,
             saved_nano_usd: 3_600_000,
+            ..UsageTotals::default()
         };
         let unpriced = UsageTotals {
             requests: 2,
@@ -247,15 +248,17 @@ mod with_fake_daemon {
         StatsReply {
             since_unix_ms: Some(1_717_200_000_000),
             until_unix_ms: None,
+            group_by: cco_proto::GroupBy::Model,
+            repriced: false,
             total,
-            by_model: vec![
-                ModelTotals {
-                    model: "claude-sonnet-4-5".into(),
+            rows: vec![
+                GroupTotals {
+                    group: "claude-sonnet-4-5".into(),
                     priced: true,
                     totals: priced,
                 },
-                ModelTotals {
-                    model: "my-local-model".into(),
+                GroupTotals {
+                    group: "my-local-model".into(),
                     priced: false,
                     totals: unpriced,
                 },
@@ -366,6 +369,31 @@ mod with_fake_daemon {
         assert!(since >= before - day_ms, "since {since} before {before}");
         assert!(since <= after - day_ms, "since {since} after {after}");
         assert_eq!(query.until_unix_ms, None);
+    }
+
+    #[test]
+    fn stats_rejects_ignored_grouping() {
+        // A daemon older than --by replies with rows by model, whatever the request sets.
+        let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(stats_reply()))]);
+        let output = run_ctl(&daemon.socket, &["stats", "--by", "day"]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains("ccod ignored --by day"), "{message}");
+
+        let requests = daemon.requests();
+        let Request::Stats(query) = &requests[0].request else {
+            panic!("expected a stats request, got {:?}", requests[0].request);
+        };
+        assert_eq!(query.group_by, cco_proto::GroupBy::Day);
+    }
+
+    #[test]
+    fn stats_rejects_ignored_reprice() {
+        let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(stats_reply()))]);
+        let output = run_ctl(&daemon.socket, &["stats", "--reprice"]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains("ccod ignored --reprice"), "{message}");
     }
 
     #[test]

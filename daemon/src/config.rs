@@ -9,7 +9,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 use crate::budgets::{format_usd, parse_usd, BudgetConfig, Limits};
-use crate::pricing::{ModelRows, PriceError, PriceTable};
+use crate::pricing::{ModelRows, PriceError, PriceTable, SOURCE_CONFIG};
 
 /// Upstream used when nothing else is configured.
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
@@ -144,6 +144,9 @@ struct FileConfig {
     budgets: Option<BudgetsSection>,
     #[serde(default)]
     providers: Vec<ProviderSection>,
+    /// Rows that add to or replace rows of the embedded price table.
+    #[serde(default)]
+    prices: ModelRows,
 }
 
 /// One `[[providers]]` table in `config.toml`: an OpenAI-compatible upstream.
@@ -263,6 +266,9 @@ pub struct Config {
     pub openai_api_key: Option<Secret>,
     /// The `[[providers]]` of the config file, in file order.
     pub providers: Vec<ProviderConfig>,
+    /// The `[[prices]]` rows of the config file, merged over the embedded table and the
+    /// providers' rows by [`Config::effective_prices`].
+    pub price_overrides: PriceTable,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
     pub max_connections: usize,
@@ -395,6 +401,8 @@ impl Config {
         };
 
         let providers = parse_providers(file.providers, config_file.as_deref())?;
+        let price_overrides =
+            parse_price_overrides(file.prices, config_file.as_deref(), &providers)?;
         let config = Config {
             host: args
                 .host
@@ -425,6 +433,7 @@ impl Config {
             )?,
             openai_api_key: secret_from_env("OPENAI_API_KEY"),
             providers,
+            price_overrides,
             log_level: args
                 .log_level
                 .clone()
@@ -537,6 +546,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Returns the price table that prices requests: the embedded rows, then each
+    /// provider's rows, then the `[[prices]]` overrides, each replacing rows of the same
+    /// provider and id before it.
+    pub fn effective_prices(&self) -> PriceTable {
+        let mut prices = PriceTable::embedded();
+        for provider in &self.providers {
+            prices.merge(provider.prices.clone());
+        }
+        prices.merge(self.price_overrides.clone());
+        prices
     }
 
     /// Capacity of the response cache in bytes.
@@ -731,12 +752,14 @@ fn parse_providers(
             }
         }
         let table = format!("[[providers]] {name}");
-        let prices = PriceTable::from_rows(section.models, &table, &name).map_err(|error| {
+        let path = config_file.map(Path::to_path_buf).unwrap_or_default();
+        let mut prices = PriceTable::from_rows(section.models, &table, &name).map_err(|error| {
             ConfigError::Prices {
-                path: config_file.map(Path::to_path_buf).unwrap_or_default(),
+                path: path.clone(),
                 error: Box::new(error),
             }
         })?;
+        prices.set_file(&path.display().to_string());
         providers.push(ProviderConfig {
             api_key: section.api_key_env.as_deref().and_then(secret_from_env),
             api_key_env: section.api_key_env,
@@ -747,6 +770,43 @@ fn parse_providers(
         });
     }
     Ok(providers)
+}
+
+/// Builds the `[[prices]]` rows, whose provider defaults to `anthropic`, and checks that each
+/// row's provider is an upstream that requests can go to.
+fn parse_price_overrides(
+    rows: ModelRows,
+    config_file: Option<&Path>,
+    providers: &[ProviderConfig],
+) -> Result<PriceTable, ConfigError> {
+    let path = config_file.map(Path::to_path_buf).unwrap_or_default();
+    let mut table =
+        PriceTable::from_rows_defaulting(rows, SOURCE_CONFIG, "anthropic").map_err(|error| {
+            ConfigError::Prices {
+                path: path.clone(),
+                error: Box::new(error),
+            }
+        })?;
+    for price in table.models() {
+        let known = price.provider == "anthropic"
+            || price.provider == "openai"
+            || providers
+                .iter()
+                .any(|provider| provider.name == price.provider);
+        if !known {
+            return Err(invalid(
+                "prices.provider",
+                &price.provider,
+                &format!(
+                    "in the [[prices]] row of model {}: no upstream has this name; use \
+                     anthropic, openai or the name of a [[providers]] entry",
+                    price.id
+                ),
+            ));
+        }
+    }
+    table.set_file(&path.display().to_string());
+    Ok(table)
 }
 
 /// Checks a provider name. The name is recorded as the provider of its requests and keys its
@@ -1572,5 +1632,94 @@ cache_read = 0
             format!("{:?}", config.anthropic_api_key),
             "Some(Secret(<redacted>))"
         );
+    }
+
+    const PRICE_ROWS: &str = r#"
+[[prices]]
+id = "claude-sonnet-4-5"
+input = "2"
+output = "10"
+cache_write_5m = "2.5"
+cache_write_1h = "4"
+cache_read = "0.2"
+web_search_per_1000 = "5"
+
+[[prices]]
+id = "gpt-4o-custom"
+provider = "openai"
+input = 1
+output = 2
+cache_write_5m = 0
+cache_write_1h = 0
+cache_read = 0
+"#;
+
+    #[test]
+    fn price_rows_override_and_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = args_with_file(dir.path(), PRICE_ROWS);
+        let path = args.config.clone().unwrap().display().to_string();
+        let config = Config::resolve(&args).unwrap();
+        let prices = config.effective_prices();
+
+        let replaced = prices
+            .resolve("anthropic", "claude-sonnet-4-5-20250929")
+            .unwrap();
+        assert_eq!(replaced.input, 2000);
+        assert_eq!(replaced.web_search, 5_000_000);
+        assert_eq!(replaced.source, SOURCE_CONFIG);
+        assert_eq!(replaced.file.as_deref(), Some(path.as_str()));
+
+        let added = prices.resolve("openai", "gpt-4o-custom").unwrap();
+        assert_eq!(added.output, 2000);
+        assert_eq!(added.web_search, 0);
+        let untouched = prices.resolve("anthropic", "claude-opus-4-5").unwrap();
+        assert_eq!(untouched.source, crate::pricing::SOURCE_EMBEDDED);
+    }
+
+    #[test]
+    fn price_rows_can_target_providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{PROVIDER}\n[[prices]]\nid = \"llama3.2\"\nprovider = \"ollama\"\ninput = 1\n\
+             output = 1\ncache_write_5m = 0\ncache_write_1h = 0\ncache_read = 0\n"
+        );
+        let config = Config::resolve(&args_with_file(dir.path(), &text)).unwrap();
+        let prices = config.effective_prices();
+        assert_eq!(prices.resolve("ollama", "llama3.2").unwrap().input, 1000);
+    }
+
+    #[test]
+    fn invalid_price_rows_name_row_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |body: &str| format!("[[prices]]\nid = \"my-model\"\n{body}");
+        let rates =
+            "input = 1\noutput = 1\ncache_write_5m = 0\ncache_write_1h = 0\ncache_read = 0\n";
+        let cases = [
+            (
+                row("input = 1\n"),
+                "config price table, model my-model: missing required field `output`",
+            ),
+            (
+                row(&rates.replace("input = 1", "input = \"1.0001\"")),
+                "model my-model: invalid `input` = \"1.0001\"",
+            ),
+            (
+                row(&format!("{rates}web_search_per_1000 = \"x\"\n")),
+                "model my-model: invalid `web_search_per_1000`",
+            ),
+            (
+                row(&format!("provider = \"antropic\"\n{rates}")),
+                "invalid prices.provider 'antropic': in the [[prices]] row of model my-model",
+            ),
+            (row(&format!("inptu = 1\n{rates}")), "unknown field `inptu`"),
+        ];
+        for (text, expected) in cases {
+            let err = Config::resolve(&args_with_file(dir.path(), &text))
+                .map(|_| ())
+                .expect_err(&text)
+                .to_string();
+            assert!(err.contains(expected), "{text}\n=> {err}");
+        }
     }
 }

@@ -39,7 +39,6 @@ use analytics::AnalyticsActor;
 use budgets::Budgets;
 use cache::{CacheActor, CacheConfig};
 use config::Config;
-use pricing::PriceTable;
 use proxy::ProxyState;
 use updater::{Restart, RestartSlot, UpdaterActor};
 
@@ -167,10 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         None
     };
 
-    let mut prices = PriceTable::embedded();
-    for provider in &config.providers {
-        prices.merge(provider.prices.clone());
-    }
+    let prices = Arc::new(config.effective_prices());
     let router = proxy::upstream::Router::from_config(&config);
     for upstream in router.upstreams() {
         if let (Some(variable), None) = (&upstream.api_key_env, &upstream.api_key) {
@@ -188,7 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         cache: cache.clone(),
         cache_keys,
         analytics: analytics.clone(),
-        prices: Arc::new(prices),
+        prices: prices.clone(),
         router,
         max_body_bytes: config.max_body_bytes,
         client_timeout: config.client_timeout,
@@ -225,6 +221,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         update_progress,
         config: config.clone(),
         budgets,
+        prices,
         started,
         listen_addr: http_addr.to_string(),
         server: server.handle(),

@@ -396,6 +396,9 @@ mod tests {
             saved_nano_usd: None,
             credential: None,
             usage_missing: false,
+            web_search_requests: 0,
+            estimated: false,
+            replayed: None,
         }
     }
 

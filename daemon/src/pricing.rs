@@ -11,7 +11,8 @@
 //!
 //! The embedded table (`prices.toml`) covers Anthropic's models at the standard Messages API
 //! rates and OpenAI's text models at the standard rates. Batch API discounts and other pricing
-//! modifiers are not modelled.
+//! modifiers are not modelled. Besides tokens, a row prices web searches, the one server tool
+//! whose use the Messages API reports in `usage.server_tool_use.web_search_requests`.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -25,6 +26,18 @@ pub const SOURCE_EMBEDDED: &str = "embedded";
 pub const SOURCE_CONFIG: &str = "config";
 
 const EMBEDDED_TOML: &str = include_str!("prices.toml");
+
+/// Price of one web search, in nano-USD, for an `anthropic` row that sets no
+/// `web_search_per_1000`: $10 per 1,000 searches.
+///
+/// NOTE: the Anthropic web search tool page
+/// (https://docs.anthropic.com/en/docs/build-with-claude/tool-use/web-search-tool) describes
+/// the tool, and the Ruby SDK reference of `BetaAnalyticsServerToolUse`
+/// (https://www.rubydoc.info/github/anthropics/anthropic-sdk-ruby) defines
+/// `web_search_requests` as the number of web search requests made. Neither stored copy
+/// that was opened showed the rate itself, so $10 per 1,000 is the rate that third-party
+/// integrations quote for it. A `[[prices]]` row overrides it where it differs.
+pub const ANTHROPIC_WEB_SEARCH_NANO_USD: u64 = 10_000_000;
 
 /// Rates of one model, in nano-USD per token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +55,19 @@ pub struct ModelPrice {
     pub cache_read: u64,
     /// Higher rates for long requests, for models where the provider publishes them.
     pub long_context: Option<LongContextTier>,
+    /// One web search, in nano-USD. The row's `web_search_per_1000` in USD per 1,000
+    /// searches, which defaults to [`ANTHROPIC_WEB_SEARCH_NANO_USD`] for `anthropic` rows
+    /// and to 0 for the others.
+    pub web_search: u64,
     /// Table the row came from: [`SOURCE_EMBEDDED`] or the `source` passed to
-    /// [`PriceTable::from_toml`]. The TOML's own per-entry `source` URL is not kept.
+    /// [`PriceTable::from_toml`] or [`PriceTable::from_rows`].
     pub source: String,
+    /// Page the rates were read from: the row's own `source` key in the TOML.
+    pub url: Option<String>,
+    /// Date the rates were read, `YYYY-MM-DD`: the row's `as_of` key.
+    pub as_of: Option<String>,
+    /// Configuration file that contains the row, or `None` for the embedded table.
+    pub file: Option<String>,
 }
 
 /// Rates, in nano-USD per token, that replace the base rates for every token of a request
@@ -105,6 +128,17 @@ pub enum PriceError {
         reason: &'static str,
     },
     #[error(
+        "{table} price table, model {model}: invalid `web_search_per_1000` = {value}: \
+         {reason}. Expected USD per 1,000 searches as a non-negative decimal with at most 6 \
+         decimal places, such as \"10\" or 10"
+    )]
+    InvalidSearchPrice {
+        table: String,
+        model: String,
+        value: String,
+        reason: &'static str,
+    },
+    #[error(
         "{table} price table, model {model}: invalid `long_context.threshold_input_tokens` \
          = {value}: expected a positive integer token count such as 200000"
     )]
@@ -160,7 +194,7 @@ impl PriceTable {
             table: source.to_owned(),
             error,
         })?;
-        Self::from_entries(file.models, source, None)
+        Self::from_entries(file.models, source, ProviderRule::Required)
     }
 
     /// Builds the table of one provider from `[[models]]` rows that a larger file, such as a
@@ -172,34 +206,93 @@ impl PriceTable {
         source: &str,
         provider: &str,
     ) -> Result<PriceTable, PriceError> {
-        Self::from_entries(rows.0, source, Some(provider))
+        Self::from_entries(rows.0, source, ProviderRule::Only(provider))
+    }
+
+    /// Builds a table from rows of any provider, such as the `[[prices]]` of the
+    /// configuration. A row without `provider` gets `default_provider`.
+    pub fn from_rows_defaulting(
+        rows: ModelRows,
+        source: &str,
+        default_provider: &str,
+    ) -> Result<PriceTable, PriceError> {
+        Self::from_entries(rows.0, source, ProviderRule::Default(default_provider))
     }
 
     fn from_entries(
         entries: Vec<ModelEntry>,
         source: &str,
-        provider: Option<&str>,
+        rule: ProviderRule<'_>,
     ) -> Result<PriceTable, PriceError> {
         let mut table = PriceTable::default();
         for (index, mut entry) in entries.into_iter().enumerate() {
-            if let Some(expected) = provider {
-                match &entry.provider {
-                    None => entry.provider = Some(expected.to_owned()),
-                    Some(found) if found == expected => {}
-                    Some(found) => {
-                        return Err(PriceError::ProviderMismatch {
-                            table: source.to_owned(),
-                            model: entry.label(index),
-                            expected: expected.to_owned(),
-                            found: found.clone(),
-                        })
-                    }
+            match (rule, &entry.provider) {
+                (ProviderRule::Required, _) => {}
+                (ProviderRule::Default(default) | ProviderRule::Only(default), None) => {
+                    entry.provider = Some(default.to_owned());
+                }
+                (ProviderRule::Default(_), Some(_)) => {}
+                (ProviderRule::Only(expected), Some(found)) if found == expected => {}
+                (ProviderRule::Only(expected), Some(found)) => {
+                    return Err(PriceError::ProviderMismatch {
+                        table: source.to_owned(),
+                        model: entry.label(index),
+                        expected: expected.to_owned(),
+                        found: found.clone(),
+                    })
                 }
             }
             let (price, aliases) = entry.into_price(index, source)?;
             table.insert_new(price, aliases, source)?;
         }
         Ok(table)
+    }
+
+    /// Records `path` as the file of every row, for rows read from a configuration file.
+    pub fn set_file(&mut self, path: &str) {
+        for prices in self.providers.values_mut() {
+            for price in prices.models.values_mut() {
+                price.file = Some(path.to_owned());
+            }
+        }
+    }
+
+    /// Returns the aliases that lead to `price`'s row, sorted.
+    pub fn aliases_of(&self, price: &ModelPrice) -> Vec<String> {
+        let Some(prices) = self.providers.get(&price.provider) else {
+            return Vec::new();
+        };
+        prices
+            .aliases
+            .iter()
+            .filter(|(_, id)| **id == price.id)
+            .map(|(alias, _)| alias.clone())
+            .collect()
+    }
+
+    /// Prices one request of `model` with the rows of `provider`. Returns the price row's id
+    /// and the cost in nano-USD.
+    ///
+    /// The cost is `None` (unpriced) for a model the table does not know, even without
+    /// tokens, so that its stats row shows `unpriced` and never $0. A request that names no
+    /// model and used nothing, such as `GET /v1/models`, costs 0.
+    pub fn price_request(
+        &self,
+        provider: &str,
+        model: Option<&str>,
+        tokens: &TokenCounts,
+        web_search_requests: u64,
+    ) -> (Option<String>, Option<u64>) {
+        match model.and_then(|model| self.resolve(provider, model)) {
+            Some(row) => {
+                let cost = request_cost(row, tokens, web_search_requests);
+                (Some(row.id.clone()), Some(cost))
+            }
+            None if model.is_none() && tokens.total() == 0 && web_search_requests == 0 => {
+                (None, Some(0))
+            }
+            None => (None, None),
+        }
     }
 
     /// Adds the rows of `overrides`, replacing any row of the same provider with the same id.
@@ -317,6 +410,23 @@ pub fn cost(price: &ModelPrice, tokens: &TokenCounts) -> u64 {
     u64::try_from(total).unwrap_or(u64::MAX)
 }
 
+/// Computes the cost of one request in nano-USD: its tokens as [`cost`] prices them, plus
+/// `web_search_requests` searches at [`ModelPrice::web_search`]. Saturates like [`cost`].
+pub fn request_cost(price: &ModelPrice, tokens: &TokenCounts, web_search_requests: u64) -> u64 {
+    cost(price, tokens).saturating_add(web_search_requests.saturating_mul(price.web_search))
+}
+
+/// How a table treats the `provider` key of its rows.
+#[derive(Debug, Clone, Copy)]
+enum ProviderRule<'a> {
+    /// Every row names its provider.
+    Required,
+    /// A row without `provider` gets this one, and a row that names another is rejected.
+    Only(&'a str),
+    /// A row without `provider` gets this one, and a row may name any other.
+    Default(&'a str),
+}
+
 /// The five rates that apply to one request.
 struct RateCard {
     input: u64,
@@ -428,11 +538,25 @@ fn strip_dashed_date(name: &str) -> Option<&str> {
 
 /// Converts a TOML rate in USD per million tokens to nano-USD per token.
 fn parse_rate(value: &toml::Value) -> Result<u64, &'static str> {
+    parse_scaled(value, 3)
+}
+
+/// Converts a TOML price in USD per 1,000 searches to nano-USD per search, which is the
+/// price times 10^6.
+fn parse_search_price(value: &toml::Value) -> Result<u64, &'static str> {
+    parse_scaled(value, 6)
+}
+
+/// Converts a non-negative TOML string or number to an integer of `decimals` implied
+/// decimal places, exactly.
+fn parse_scaled(value: &toml::Value, decimals: usize) -> Result<u64, &'static str> {
     match value {
-        toml::Value::String(text) => parse_decimal_rate(text),
+        toml::Value::String(text) => parse_decimal(text, decimals),
         toml::Value::Integer(whole) => {
             let whole = u64::try_from(*whole).map_err(|_| "prices cannot be negative")?;
-            whole.checked_mul(1000).ok_or("the value is too large")
+            whole
+                .checked_mul(10u64.pow(decimals as u32))
+                .ok_or("the value is too large")
         }
         toml::Value::Float(number) => {
             if !number.is_finite() {
@@ -443,15 +567,16 @@ fn parse_rate(value: &toml::Value) -> Result<u64, &'static str> {
             }
             // Rust prints the shortest decimal that reads back as the same f64, which is the
             // literal as written, less trailing zeros, for up to 15 significant digits.
-            parse_decimal_rate(&number.to_string())
+            parse_decimal(&number.to_string(), decimals)
         }
         _ => Err("the value is neither a string nor a number"),
     }
 }
 
-/// Parses `DIGITS[.DIGITS]` in USD per million tokens into nano-USD per token, exactly.
-/// Trailing zeros after the third decimal are accepted.
-fn parse_decimal_rate(text: &str) -> Result<u64, &'static str> {
+/// Parses `DIGITS[.DIGITS]` into an integer of `decimals` implied decimal places, exactly:
+/// with 3 decimals, USD per million tokens become nano-USD per token. Trailing zeros after
+/// the last allowed decimal are accepted.
+fn parse_decimal(text: &str, decimals: usize) -> Result<u64, &'static str> {
     if text.starts_with('-') {
         return Err("prices cannot be negative");
     }
@@ -468,17 +593,21 @@ fn parse_decimal_rate(text: &str) -> Result<u64, &'static str> {
         return Err("the value is not a decimal number");
     }
     let fraction = fraction.unwrap_or("").trim_end_matches('0');
-    if fraction.len() > 3 {
-        return Err("it has more than 3 decimal places, finer than 1 nano-USD per token");
+    if fraction.len() > decimals {
+        return Err(if decimals == 3 {
+            "it has more than 3 decimal places, finer than 1 nano-USD per token"
+        } else {
+            "it has more than 6 decimal places, finer than 1 nano-USD per search"
+        });
     }
     let whole: u64 = whole.parse().map_err(|_| "the value is too large")?;
-    // Right-pad to three digits: "5" is 500 thousandths, "25" is 250.
-    let thousandths = format!("{fraction:0<3}")
+    // Right-pad the fraction: with 3 decimals, "5" is 500 thousandths and "25" is 250.
+    let scaled_fraction = format!("{fraction:0<decimals$}")
         .parse::<u64>()
-        .expect("three ASCII digits parse as u64");
+        .expect("at most 6 ASCII digits parse as u64");
     whole
-        .checked_mul(1000)
-        .and_then(|nano| nano.checked_add(thousandths))
+        .checked_mul(10u64.pow(decimals as u32))
+        .and_then(|scaled| scaled.checked_add(scaled_fraction))
         .ok_or("the value is too large")
 }
 
@@ -521,12 +650,12 @@ struct ModelEntry {
     cache_write_1h: Option<toml::Value>,
     cache_read: Option<toml::Value>,
     long_context: Option<LongContextEntry>,
+    /// USD per 1,000 web searches.
+    web_search_per_1000: Option<toml::Value>,
     /// URL of the page the rates were read from. Optional when parsing, but a test
-    /// requires it of every embedded entry, and nothing else reads it.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// requires it of every embedded entry.
     source: Option<String>,
     /// Date the rates were read, `YYYY-MM-DD`. Checked like `source`.
-    #[cfg_attr(not(test), allow(dead_code))]
     as_of: Option<String>,
 }
 
@@ -576,6 +705,23 @@ impl EntryChecker<'_> {
             table: self.table.to_owned(),
             model: self.model.clone(),
             field: field.to_owned(),
+            value: value.to_string(),
+            reason,
+        })
+    }
+
+    /// Converts `web_search_per_1000`, or returns the default of `provider` when it is unset.
+    fn search_price(&self, value: Option<&toml::Value>, provider: &str) -> Result<u64, PriceError> {
+        let Some(value) = value else {
+            return Ok(if provider == "anthropic" {
+                ANTHROPIC_WEB_SEARCH_NANO_USD
+            } else {
+                0
+            });
+        };
+        parse_search_price(value).map_err(|reason| PriceError::InvalidSearchPrice {
+            table: self.table.to_owned(),
+            model: self.model.clone(),
             value: value.to_string(),
             reason,
         })
@@ -636,6 +782,7 @@ impl ModelEntry {
             .as_ref()
             .map(|entry| checker.long_context(entry))
             .transpose()?;
+        let web_search = checker.search_price(self.web_search_per_1000.as_ref(), &provider)?;
         let price = ModelPrice {
             id,
             provider,
@@ -645,7 +792,11 @@ impl ModelEntry {
             cache_write_1h: checker.rate("cache_write_1h", self.cache_write_1h.as_ref())?,
             cache_read: checker.rate("cache_read", self.cache_read.as_ref())?,
             long_context,
+            web_search,
             source: table.to_owned(),
+            url: self.source,
+            as_of: self.as_of,
+            file: None,
         };
         Ok((price, aliases))
     }
@@ -1151,7 +1302,11 @@ mod tests {
             cache_write_1h: 5000,
             cache_read: 250,
             long_context: None,
+            web_search: ANTHROPIC_WEB_SEARCH_NANO_USD,
             source: SOURCE_CONFIG.to_owned(),
+            url: None,
+            as_of: None,
+            file: None,
         };
         assert_eq!(
             table.resolve("anthropic", "claude-sonnet-4-5"),
@@ -1449,5 +1604,141 @@ mod tests {
         let table = PriceTable::from_toml("", SOURCE_CONFIG).unwrap();
         assert_eq!(table.models().count(), 0);
         assert_eq!(table.resolve("anthropic", "claude-sonnet-4-5"), None);
+    }
+
+    #[test]
+    fn web_search_price_defaults_by_provider() {
+        let table = PriceTable::embedded();
+        for price in table.models() {
+            let expected = if price.provider == "anthropic" {
+                ANTHROPIC_WEB_SEARCH_NANO_USD
+            } else {
+                0
+            };
+            assert_eq!(price.web_search, expected, "{}", price.id);
+        }
+        let local = table_with("provider", "provider = \"ollama\"");
+        let local = PriceTable::from_toml(&local, SOURCE_CONFIG).unwrap();
+        assert_eq!(local.resolve("ollama", "test-model").unwrap().web_search, 0);
+    }
+
+    #[test]
+    fn web_search_price_forms_parse() {
+        // USD per 1,000 searches to nano-USD per search: X * 10^9 / 1000 = X * 10^6.
+        let cases = [
+            ("web_search_per_1000 = \"10\"", 10_000_000),
+            ("web_search_per_1000 = 10", 10_000_000),
+            ("web_search_per_1000 = 2.5", 2_500_000),
+            ("web_search_per_1000 = \"0.000001\"", 1),
+            ("web_search_per_1000 = \"0\"", 0),
+        ];
+        for (line, expected) in cases {
+            let text = format!("{}{line}\n", table_with("", ""));
+            let table = PriceTable::from_toml(&text, SOURCE_CONFIG)
+                .unwrap_or_else(|error| panic!("{line}: {error}"));
+            let price = table.resolve("anthropic", "test-model").unwrap();
+            assert_eq!(price.web_search, expected, "{line}");
+        }
+        for (line, reason) in [
+            (
+                "web_search_per_1000 = \"0.0000001\"",
+                "more than 6 decimal places",
+            ),
+            ("web_search_per_1000 = -1", "negative"),
+            ("web_search_per_1000 = \"ten\"", "not a decimal"),
+        ] {
+            let text = format!("{}{line}\n", table_with("", ""));
+            let error = PriceTable::from_toml(&text, SOURCE_CONFIG).expect_err(line);
+            let message = error.to_string();
+            assert!(
+                matches!(&error, PriceError::InvalidSearchPrice { model, .. } if model == "test-model"),
+                "{line}: {message}"
+            );
+            assert!(message.contains("`web_search_per_1000`"), "{message}");
+            assert!(message.contains(reason), "{line}: {message}");
+        }
+    }
+
+    #[test]
+    fn request_cost_adds_web_searches() {
+        let price = embedded_price("claude-sonnet-4-5");
+        // 1000 in * 3000 + 3 searches * 10_000_000 = 3_000_000 + 30_000_000 = 33_000_000
+        assert_eq!(
+            request_cost(&price, &tokens(1000, 0, 0, 0, 0), 3),
+            33_000_000
+        );
+        assert_eq!(
+            request_cost(&price, &tokens(0, 0, 0, 0, 0), u64::MAX),
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn price_request_cases() {
+        let table = PriceTable::embedded();
+        let none = tokens(0, 0, 0, 0, 0);
+        // 10 in * 3000 + 1 search * 10_000_000 = 10_030_000
+        assert_eq!(
+            table.price_request("anthropic", Some(SONNET), &tokens(10, 0, 0, 0, 0), 1),
+            (Some(SONNET.to_owned()), Some(10_030_000))
+        );
+        assert_eq!(
+            table.price_request("anthropic", Some("claude-imaginary"), &none, 0),
+            (None, None)
+        );
+        assert_eq!(
+            table.price_request("anthropic", None, &none, 0),
+            (None, Some(0))
+        );
+        assert_eq!(
+            table.price_request("anthropic", None, &none, 1),
+            (None, None)
+        );
+    }
+
+    const SONNET: &str = "claude-sonnet-4-5";
+
+    #[test]
+    fn embedded_rows_keep_url_and_date() {
+        let price = embedded_price(SONNET);
+        assert_eq!(price.source, SOURCE_EMBEDDED);
+        assert!(price
+            .url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://")));
+        assert_eq!(price.as_of.as_deref(), Some("2026-12-03"));
+        assert_eq!(price.file, None);
+    }
+
+    #[test]
+    fn aliases_of_lists_sorted() {
+        let table = PriceTable::embedded();
+        let price = embedded_price("claude-3-5-sonnet");
+        assert_eq!(
+            table.aliases_of(&price),
+            [
+                "claude-3-5-sonnet-20240620",
+                "claude-3-5-sonnet-20241022",
+                "claude-3-5-sonnet-latest"
+            ]
+        );
+    }
+
+    #[test]
+    fn defaulting_rows_take_any_provider() {
+        let rows: ModelRows = toml::from_str::<RowsFile>(&format!(
+            "{}{}",
+            table_with("provider", ""),
+            table_with("id", "id = \"gpt-local\"\nprovider = \"openai\"")
+                .replace("provider = \"anthropic\"\n", "")
+        ))
+        .unwrap()
+        .models;
+        let mut table = PriceTable::from_rows_defaulting(rows, SOURCE_CONFIG, "anthropic").unwrap();
+        table.set_file("/etc/cco/config.toml");
+        let anthropic = table.resolve("anthropic", "test-model").unwrap();
+        assert_eq!(anthropic.file.as_deref(), Some("/etc/cco/config.toml"));
+        assert_eq!(anthropic.source, SOURCE_CONFIG);
+        assert!(table.resolve("openai", "gpt-local").is_some());
     }
 }

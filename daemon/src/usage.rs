@@ -4,7 +4,9 @@
 //! `input_tokens` counts only the tokens after the last cache breakpoint;
 //! `cache_creation_input_tokens` and `cache_read_input_tokens` come on top of it. The
 //! `cache_creation` object, where present, splits the writes into 5-minute and 1-hour ones.
-//! Without it every write is taken as a 5-minute write, the API's default TTL.
+//! Without it every write is taken as a 5-minute write, the API's default TTL, and the usage
+//! is marked [`Usage::estimated`]. `server_tool_use.web_search_requests` counts the web
+//! searches that the server ran for the response.
 //!
 //! In a stream, `message_start` carries the first usage and each `message_delta` carries
 //! cumulative counts: a field present in a later event replaces the earlier value.
@@ -90,6 +92,11 @@ pub struct Usage {
     pub tokens: TokenCounts,
     /// Model id from the response, which is the id that gets priced.
     pub model: Option<String>,
+    /// Web searches run by the server: `usage.server_tool_use.web_search_requests`.
+    pub web_search_requests: u64,
+    /// True when cache writes came without the `cache_creation` split, so they are priced
+    /// as 5-minute writes without knowing whether some were 1-hour writes.
+    pub estimated: bool,
 }
 
 /// Reads the usage of a non-streaming Messages API response body.
@@ -103,13 +110,21 @@ pub fn from_message_body(body: &[u8]) -> Option<Usage> {
             .map(str::to_owned),
         ..Usage::default()
     };
-    apply_usage(&mut usage.tokens, usage_value);
+    apply_usage(&mut usage, usage_value);
     Some(usage)
 }
 
-/// Overwrites each class that `usage` names with its value.
-fn apply_usage(tokens: &mut TokenCounts, usage: &Value) {
+/// Overwrites each count that `usage` names with its value.
+fn apply_usage(target: &mut Usage, usage: &Value) {
     let field = |name: &str| usage.get(name).and_then(Value::as_u64);
+    let searches = usage
+        .get("server_tool_use")
+        .and_then(|tools| tools.get("web_search_requests"))
+        .and_then(Value::as_u64);
+    if let Some(searches) = searches {
+        target.web_search_requests = searches;
+    }
+    let tokens = &mut target.tokens;
     if let Some(input) = field("input_tokens") {
         tokens.input = input;
     }
@@ -127,11 +142,13 @@ fn apply_usage(tokens: &mut TokenCounts, usage: &Value) {
             let part = |name: &str| split.get(name).and_then(Value::as_u64).unwrap_or(0);
             tokens.cache_write_5m = part("ephemeral_5m_input_tokens");
             tokens.cache_write_1h = part("ephemeral_1h_input_tokens");
+            target.estimated = false;
         }
         None => {
             if let Some(written) = field("cache_creation_input_tokens") {
                 tokens.cache_write_5m = written;
                 tokens.cache_write_1h = 0;
+                target.estimated = written > 0;
             }
         }
     }
@@ -163,7 +180,7 @@ impl StreamUsage {
                     self.usage.model = Some(model.to_owned());
                 }
                 if let Some(usage) = message.get("usage") {
-                    apply_usage(&mut self.usage.tokens, usage);
+                    apply_usage(&mut self.usage, usage);
                     self.saw_usage = true;
                 }
             }
@@ -172,7 +189,7 @@ impl StreamUsage {
                     return;
                 };
                 if let Some(usage) = value.get("usage") {
-                    apply_usage(&mut self.usage.tokens, usage);
+                    apply_usage(&mut self.usage, usage);
                     self.saw_usage = true;
                 }
             }
@@ -220,6 +237,67 @@ mod tests {
         let usage = from_message_body(body).unwrap();
         assert_eq!(usage.tokens.cache_write_5m, 70);
         assert_eq!(usage.tokens.cache_write_1h, 0);
+        assert!(usage.estimated);
+    }
+
+    #[test]
+    fn estimated_only_for_unsplit_writes() {
+        let cases = [
+            (
+                r#"{"usage":{"input_tokens":1,"cache_creation_input_tokens":70}}"#,
+                true,
+            ),
+            (
+                r#"{"usage":{"input_tokens":1,"cache_creation_input_tokens":0}}"#,
+                false,
+            ),
+            (r#"{"usage":{"input_tokens":1}}"#, false),
+            (
+                r#"{"usage":{"cache_creation_input_tokens":70,"cache_creation":
+                    {"ephemeral_5m_input_tokens":70,"ephemeral_1h_input_tokens":0}}}"#,
+                false,
+            ),
+        ];
+        for (body, estimated) in cases {
+            let usage = from_message_body(body.as_bytes()).unwrap();
+            assert_eq!(usage.estimated, estimated, "{body}");
+        }
+    }
+
+    #[test]
+    fn body_counts_web_searches() {
+        let body = br#"{"usage":{"input_tokens":5,"output_tokens":6,
+            "server_tool_use":{"web_search_requests":3}}}"#;
+        assert_eq!(from_message_body(body).unwrap().web_search_requests, 3);
+        let body = br#"{"usage":{"input_tokens":5,"server_tool_use":null}}"#;
+        assert_eq!(from_message_body(body).unwrap().web_search_requests, 0);
+    }
+
+    #[test]
+    fn stream_web_searches_are_cumulative() {
+        let mut stream = StreamUsage::default();
+        stream.observe(&event(
+            "message_start",
+            r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5","usage":
+                {"input_tokens":25,"output_tokens":1,"cache_creation_input_tokens":40}}}"#,
+        ));
+        assert!(stream.usage.estimated);
+        for searches in [1, 2] {
+            let data = format!(
+                r#"{{"type":"message_delta","usage":{{"output_tokens":9,
+                    "server_tool_use":{{"web_search_requests":{searches}}}}}}}"#
+            );
+            stream.observe(&event("message_delta", &data));
+        }
+        assert_eq!(stream.usage.web_search_requests, 2);
+        // A later split settles the estimate.
+        stream.observe(&event(
+            "message_delta",
+            r#"{"type":"message_delta","usage":{"cache_creation_input_tokens":40,
+                "cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":40}}}"#,
+        ));
+        assert!(!stream.usage.estimated);
+        assert_eq!(stream.usage.tokens.cache_write_1h, 40);
     }
 
     #[test]

@@ -280,6 +280,7 @@ mod tests {
             Request::Stats(StatsQuery {
                 since_unix_ms: Some(5),
                 until_unix_ms: None,
+                ..StatsQuery::default()
             }),
             Request::CacheStats,
             Request::CacheClear,
@@ -290,6 +291,9 @@ mod tests {
                 restart: true,
             }),
             Request::UpdateProgress,
+            Request::Pricing(PricingQuery {
+                provider: Some("anthropic".into()),
+            }),
         ];
         assert_eq!(requests.len(), COMMAND_NAMES.len());
         for (id, request) in requests.into_iter().enumerate() {
@@ -327,6 +331,7 @@ mod tests {
                     streams_without_usage: 2,
                     rate_limited: 0,
                     budget_rejected: 4,
+                    estimated_requests: 1,
                     tokens: TokenCounts {
                         input: 10,
                         output: 20,
@@ -334,11 +339,14 @@ mod tests {
                         cache_write_1h: 40,
                         cache_read: 50,
                     },
+                    web_search_requests: 6,
                     cost_nano_usd: 123,
                     saved_nano_usd: 45,
                 },
-                by_model: vec![ModelTotals {
-                    model: "claude-sonnet-4-5".into(),
+                group_by: GroupBy::Day,
+                repriced: true,
+                rows: vec![GroupTotals {
+                    group: "2026-12-01".into(),
                     priced: true,
                     totals: UsageTotals::default(),
                 }],
@@ -360,6 +368,29 @@ mod tests {
                         resets_unix_ms: 1_767_225_600_000,
                     },
                 ],
+            }),
+            Response::Pricing(PricingReply {
+                rows: vec![PriceRow {
+                    id: "claude-sonnet-4-5".into(),
+                    provider: "anthropic".into(),
+                    aliases: vec!["claude-sonnet-4-5-20250929".into()],
+                    rates: TokenRates {
+                        input: 3000,
+                        output: 15000,
+                        cache_write_5m: 3750,
+                        cache_write_1h: 6000,
+                        cache_read: 300,
+                    },
+                    long_context: Some(LongContextRates {
+                        threshold_input_tokens: 200_000,
+                        rates: TokenRates::default(),
+                    }),
+                    web_search_nano_usd: 10_000_000,
+                    source: "config".into(),
+                    url: None,
+                    as_of: None,
+                    file: Some("/etc/cco/config.toml".into()),
+                }],
             }),
             Response::CacheStats(CacheStatsReply::default()),
             Response::CacheCleared(CacheClearReply {
@@ -455,6 +486,7 @@ mod tests {
             Request::Stats(StatsQuery {
                 since_unix_ms: Some(1000),
                 until_unix_ms: None,
+                ..StatsQuery::default()
             }),
         );
         let text = String::from_utf8(encode_frame(&frame)).unwrap();
@@ -464,6 +496,48 @@ mod tests {
             crate::CRATE_VERSION
         );
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn stats_options_on_the_wire() {
+        let frame = RequestFrame::new(
+            6,
+            Request::Stats(StatsQuery {
+                since_unix_ms: None,
+                until_unix_ms: None,
+                reprice: true,
+                group_by: GroupBy::Credential,
+            }),
+        );
+        let text = String::from_utf8(encode_frame(&frame)).unwrap();
+        assert!(text.contains(r#""reprice":true"#), "{text}");
+        assert!(text.contains(r#""group_by":"credential""#), "{text}");
+
+        let old = br#"{"protocol":1,"id":7,"client_version":"0.1.0","command":"stats","since_unix_ms":null,"until_unix_ms":null}"#;
+        let decoded = decode_request(old).unwrap();
+        assert_eq!(decoded.request, Request::Stats(StatsQuery::default()));
+
+        let pricing = br#"{"protocol":1,"id":8,"client_version":"0.1.0","command":"pricing"}"#;
+        let decoded = decode_request(pricing).unwrap();
+        assert_eq!(decoded.request, Request::Pricing(PricingQuery::default()));
+    }
+
+    #[test]
+    fn old_stats_reply_still_decodes() {
+        // A reply of a release that had `by_model` rows with a `model` field and no
+        // `group_by`, `repriced`, `estimated_requests` or `web_search_requests`.
+        let old = r#"{"since_unix_ms":null,"until_unix_ms":null,"total":{"requests":1,
+            "cache_hits":0,"errors":0,"unpriced_requests":0,"tokens":{"input":1,"output":2,
+            "cache_write_5m":0,"cache_write_1h":0,"cache_read":0},"cost_nano_usd":5,
+            "saved_nano_usd":0},"by_model":[{"model":"claude-haiku-4-5","priced":true,
+            "totals":{"requests":1,"cache_hits":0,"errors":0,"unpriced_requests":0,
+            "tokens":{"input":1,"output":2,"cache_write_5m":0,"cache_write_1h":0,
+            "cache_read":0},"cost_nano_usd":5,"saved_nano_usd":0}}]}"#;
+        let reply: StatsReply = serde_json::from_str(old).unwrap();
+        assert_eq!(reply.group_by, GroupBy::Model);
+        assert!(!reply.repriced);
+        assert_eq!(reply.rows[0].group, "claude-haiku-4-5");
+        assert_eq!(reply.total.web_search_requests, 0);
     }
 }
 

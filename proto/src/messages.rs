@@ -53,6 +53,8 @@ pub enum Request {
     Update(UpdateRequest),
     /// Progress of the download of an install that is under way, for a progress bar.
     UpdateProgress,
+    /// The effective price table: the embedded rows with the configuration's overrides.
+    Pricing(PricingQuery),
 }
 
 /// Every command name that [`Request`] accepts, used to tell an unknown command from a
@@ -66,16 +68,76 @@ pub const COMMAND_NAMES: &[&str] = &[
     "shutdown",
     "update",
     "update_progress",
+    "pricing",
 ];
 
-/// Time range of a stats request, in milliseconds since the Unix epoch. `None` leaves that
-/// end open.
+/// A stats request: a time range in milliseconds since the Unix epoch, where `None` leaves
+/// that end open, and how to group and price the records in it.
+///
+/// `reprice` and `group_by` are left out of the frame at their defaults, so a frame without
+/// them is the one that releases before them sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsQuery {
     #[serde(default)]
     pub since_unix_ms: Option<u64>,
     #[serde(default)]
     pub until_unix_ms: Option<u64>,
+    /// Recomputes the cost and savings of every record in the range with the daemon's
+    /// current price table instead of returning the figures stored when each request was
+    /// recorded. This reads every record, so it is slower than a plain query.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reprice: bool,
+    /// Grouping of the reply's rows.
+    #[serde(default, skip_serializing_if = "GroupBy::is_model")]
+    pub group_by: GroupBy,
+}
+
+/// Grouping of the rows of a [`StatsReply`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// The priced model id, or the model as sent when it has no price.
+    #[default]
+    Model,
+    /// The UTC day of the request, `YYYY-MM-DD`.
+    Day,
+    /// The upstream: `anthropic`, `openai` or a configured provider's name.
+    Provider,
+    /// The first 12 hex digits of the SHA-256 of the request's credential, never the
+    /// credential itself, or `(none)` for requests that carried none.
+    Credential,
+}
+
+impl GroupBy {
+    /// Every variant, in the order `ccoctl` lists them.
+    pub const ALL: [GroupBy; 4] = [
+        GroupBy::Model,
+        GroupBy::Day,
+        GroupBy::Provider,
+        GroupBy::Credential,
+    ];
+
+    /// Returns the wire name, such as `day`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Model => "model",
+            GroupBy::Day => "day",
+            GroupBy::Provider => "provider",
+            GroupBy::Credential => "credential",
+        }
+    }
+
+    fn is_model(&self) -> bool {
+        *self == GroupBy::Model
+    }
+}
+
+/// Filter of a [`Request::Pricing`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricingQuery {
+    /// Provider whose rows to return, or `None` for every row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// One response frame as sent by `ccod`.
@@ -114,6 +176,7 @@ pub enum Response {
     ShuttingDown,
     Update(UpdateReply),
     UpdateProgress(UpdateProgressReply),
+    Pricing(PricingReply),
     Error(ErrorReply),
 }
 
@@ -184,7 +247,14 @@ pub struct UsageTotals {
     /// its amount; they never reached the upstream.
     #[serde(default)]
     pub budget_rejected: u64,
+    /// Requests whose cost is an estimate: their cache writes came without the split into
+    /// 5-minute and 1-hour writes, so all of them were priced as 5-minute writes.
+    #[serde(default)]
+    pub estimated_requests: u64,
     pub tokens: TokenCounts,
+    /// Web searches that the upstream ran and billed per search, besides the tokens.
+    #[serde(default)]
+    pub web_search_requests: u64,
     /// Cost of the priced requests that went upstream.
     pub cost_nano_usd: u64,
     /// Cost that cache hits avoided: the price of the responses they replayed.
@@ -202,12 +272,17 @@ impl UsageTotals {
     }
 }
 
-/// Totals of one model, as priced.
+/// Totals of one group of a stats reply, such as one model or one day.
+///
+/// The priced and the unpriced requests of a group are two rows, so that a row's cost is
+/// either the cost of all its requests or unknown, never a partial sum that looks complete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelTotals {
-    /// The priced model id, or the model as sent when it has no price.
-    pub model: String,
-    /// False when the model is not in the price table.
+pub struct GroupTotals {
+    /// The group's value, such as `claude-sonnet-4-5` or `2026-12-01`, as [`GroupBy`] names.
+    /// Releases before [`GroupBy`] named it `model`.
+    #[serde(alias = "model")]
+    pub group: String,
+    /// False when the row's requests have no price: their model is not in the price table.
     pub priced: bool,
     pub totals: UsageTotals,
 }
@@ -217,9 +292,17 @@ pub struct ModelTotals {
 pub struct StatsReply {
     pub since_unix_ms: Option<u64>,
     pub until_unix_ms: Option<u64>,
+    /// Grouping of the rows. Releases before this field always grouped by model.
+    #[serde(default)]
+    pub group_by: GroupBy,
+    /// True when the costs and savings were recomputed with the daemon's current prices.
+    #[serde(default)]
+    pub repriced: bool,
     pub total: UsageTotals,
-    /// One row per model, most expensive first.
-    pub by_model: Vec<ModelTotals>,
+    /// One row per group and priced flag. Days are in time order, and the other groupings
+    /// put the most expensive first. Releases before [`GroupBy`] named this `by_model`.
+    #[serde(alias = "by_model")]
+    pub rows: Vec<GroupTotals>,
     /// State of every configured budget at the time of the reply, whatever the range;
     /// empty when none is configured or the daemon predates budgets.
     #[serde(default)]
@@ -258,6 +341,57 @@ pub struct BudgetStatus {
     pub reserved_nano_usd: u64,
     /// Start of the next period, in milliseconds since the Unix epoch.
     pub resets_unix_ms: u64,
+}
+
+/// Rates of one price row, in nano-USD per token, which is USD per million tokens times
+/// 1000.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRates {
+    /// Uncached input tokens.
+    pub input: u64,
+    pub output: u64,
+    pub cache_write_5m: u64,
+    pub cache_write_1h: u64,
+    pub cache_read: u64,
+}
+
+/// Rates that replace the base rates of a request above a number of input tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongContextRates {
+    /// Input tokens, cache writes and cache reads included, above which the rates apply.
+    pub threshold_input_tokens: u64,
+    pub rates: TokenRates,
+}
+
+/// One row of the effective price table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceRow {
+    /// Canonical model id.
+    pub id: String,
+    /// Upstream whose requests the row prices.
+    pub provider: String,
+    /// Other names that resolve to this row, sorted.
+    pub aliases: Vec<String>,
+    pub rates: TokenRates,
+    pub long_context: Option<LongContextRates>,
+    /// Price of one web search in nano-USD, or 0 where searches are not billed.
+    pub web_search_nano_usd: u64,
+    /// Table the row came from: `embedded`, `config` for `[[prices]]`, or
+    /// `[[providers]] NAME` for a provider's own rows.
+    pub source: String,
+    /// Page the rates were read from, where the row names one.
+    pub url: Option<String>,
+    /// Date the rates were read, `YYYY-MM-DD`, where the row gives one.
+    pub as_of: Option<String>,
+    /// Configuration file that contains the row, or `None` for embedded rows.
+    pub file: Option<String>,
+}
+
+/// Reply to [`Request::Pricing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricingReply {
+    /// Rows by provider, then by id.
+    pub rows: Vec<PriceRow>,
 }
 
 /// Reply to [`Request::CacheStats`].

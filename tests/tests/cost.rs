@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use cco_proto::{ModelTotals, StatsReply, TokenCounts};
+use cco_proto::{GroupTotals, StatsReply, TokenCounts};
 use cco_tests::daemon::{DaemonDirs, DaemonOptions, DaemonProcess};
 use cco_tests::http::HttpResponse;
 use cco_tests::{anthropic, ctl, http, MockUpstream, Reply};
@@ -63,12 +63,12 @@ fn start(mock: &MockUpstream) -> (DaemonDirs, DaemonProcess) {
     (dirs, daemon)
 }
 
-fn model_row<'a>(stats: &'a StatsReply, model: &str) -> &'a ModelTotals {
+fn model_row<'a>(stats: &'a StatsReply, model: &str) -> &'a GroupTotals {
     stats
-        .by_model
+        .rows
         .iter()
-        .find(|row| row.model == model)
-        .unwrap_or_else(|| panic!("no by_model row for {model}: {:?}", stats.by_model))
+        .find(|row| row.group == model)
+        .unwrap_or_else(|| panic!("no stats row for {model}: {:?}", stats.rows))
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn every_token_class_priced() {
     assert_eq!(stats.total.tokens, expected_tokens, "token classes");
     assert_eq!(stats.total.cost_nano_usd, 27_450_000, "total cost");
     assert_eq!(stats.total.unpriced_requests, 0, "unpriced requests");
-    assert_eq!(stats.by_model.len(), 1, "rows: {:?}", stats.by_model);
+    assert_eq!(stats.rows.len(), 1, "rows: {:?}", stats.rows);
     let row = model_row(&stats, SONNET);
     assert!(row.priced, "{SONNET} is priced");
     assert_eq!(row.totals.cost_nano_usd, 27_450_000, "row cost");
@@ -230,7 +230,7 @@ fn dated_id_prices_as_alias() {
     // sonnet-4-5: 1000 in * 3000 + 100 out * 15000 = 3_000_000 + 1_500_000 = 4_500_000
     // nano-USD for each of the two requests, 9_000_000 in all.
     assert_eq!(stats.total.cost_nano_usd, 9_000_000, "total cost");
-    assert_eq!(stats.by_model.len(), 1, "rows: {:?}", stats.by_model);
+    assert_eq!(stats.rows.len(), 1, "rows: {:?}", stats.rows);
     let row = model_row(&stats, SONNET);
     assert_eq!(row.totals.requests, 2, "requests of the one row");
     assert_eq!(row.totals.cost_nano_usd, 9_000_000, "row cost");
@@ -271,7 +271,7 @@ fn older_models_priced() {
     // 1_740_000 + 9_000_000 = 10_740_000 nano-USD.
     assert_eq!(stats.total.cost_nano_usd, 10_740_000, "total cost");
     assert_eq!(
-        stats.by_model[0].model, "claude-opus-4-1",
+        stats.rows[0].group, "claude-opus-4-1",
         "rows are sorted by cost, highest first"
     );
 }
@@ -335,12 +335,12 @@ fn unknown_model_never_zero() {
 
     assert_eq!(not_found.status, 404, "scripted error");
     assert_eq!(hit.header("x-cco-cache"), Some("hit"), "third request");
-    let rows: Vec<&ModelTotals> = stats
-        .by_model
+    let rows: Vec<&GroupTotals> = stats
+        .rows
         .iter()
-        .filter(|row| row.model == unknown)
+        .filter(|row| row.group == unknown)
         .collect();
-    assert_eq!(rows.len(), 1, "rows for {unknown}: {:?}", stats.by_model);
+    assert_eq!(rows.len(), 1, "rows for {unknown}: {:?}", stats.rows);
     assert!(!rows[0].priced, "{unknown} is unpriced");
     assert_eq!(
         stats.total.unpriced_requests, 3,
@@ -428,11 +428,7 @@ fn stats_time_range() {
     assert_eq!(last_hour.total.requests, 1, "--since 1h");
     assert_eq!(last_hour.total, all.total, "--since 1h totals");
     assert_eq!(past.total.requests, 0, "--until 2020-01-01");
-    assert!(
-        past.by_model.is_empty(),
-        "rows until 2020: {:?}",
-        past.by_model
-    );
+    assert!(past.rows.is_empty(), "rows until 2020: {:?}", past.rows);
 }
 
 #[test]

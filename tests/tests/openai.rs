@@ -123,9 +123,9 @@ fn only_request(mock: &MockUpstream) -> RecordedRequest {
 
 /// Returns the stats row of `model`.
 fn model_row<'a>(stats: &'a Value, model: &str) -> &'a Value {
-    stats["by_model"]
+    stats["rows"]
         .as_array()
-        .and_then(|rows| rows.iter().find(|row| row["model"] == model))
+        .and_then(|rows| rows.iter().find(|row| row["group"] == model))
         .unwrap_or_else(|| panic!("no stats row for {model}: {stats}"))
 }
 

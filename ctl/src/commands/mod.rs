@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod pricing;
 pub mod service;
 pub mod shutdown;
 pub mod stats;

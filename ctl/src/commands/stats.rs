@@ -1,9 +1,12 @@
-//! `ccoctl stats`: usage and cost over a time range, and the state of the budgets.
+//! `ccoctl stats`: usage and cost over a time range, grouped by model, day, provider or
+//! credential, as a table, JSON or CSV, and the state of the budgets.
 
 mod budgets;
 
-use cco_proto::{ModelTotals, Request, Response, StatsQuery, StatsReply, UsageTotals};
-use clap::Args;
+mod csv;
+
+use cco_proto::{GroupBy, GroupTotals, Request, Response, StatsQuery, StatsReply, UsageTotals};
+use clap::{Args, ValueEnum};
 use comfy_table::Table;
 
 use super::{to_json, unexpected_reply};
@@ -31,17 +34,81 @@ pub struct StatsArgs {
     #[arg(long, value_name = "WHEN")]
     pub until: Option<TimeBound>,
 
-    /// Print the daemon's reply as JSON, money in integer nano-USD
+    /// Group rows by the model as priced, the UTC day, the upstream provider, or the
+    /// credential's 12-hex-digit SHA-256 prefix
+    #[arg(long = "by", value_name = "GROUP", value_enum, default_value_t = Grouping::Model)]
+    pub by: Grouping,
+
+    /// Recompute every cost and saving in the range with ccod's current price table
+    /// instead of showing the figures stored when each request was recorded. Reads every
+    /// record in the range, so it is slower over long ranges
     #[arg(long)]
+    pub reprice: bool,
+
+    /// Print the daemon's reply as JSON, money in integer nano-USD
+    #[arg(long, conflicts_with = "csv")]
     pub json: bool,
+
+    /// Print one CSV row per group after a header row, money as exact decimal USD. The cost
+    /// and savings of unpriced rows are empty
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// The `--by` values, one per [`GroupBy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Grouping {
+    Model,
+    Day,
+    Provider,
+    Credential,
+}
+
+impl Grouping {
+    fn to_group_by(self) -> GroupBy {
+        match self {
+            Grouping::Model => GroupBy::Model,
+            Grouping::Day => GroupBy::Day,
+            Grouping::Provider => GroupBy::Provider,
+            Grouping::Credential => GroupBy::Credential,
+        }
+    }
 }
 
 pub fn run(client: &Client, args: &StatsArgs) -> Result<String, CtlError> {
     let query = build_query(args, now_unix_ms())?;
-    match client.send(Request::Stats(query))? {
-        Response::Stats(reply) if args.json => Ok(to_json(&reply)),
-        Response::Stats(reply) => Ok(render(&reply)),
-        other => Err(unexpected_reply(client, "stats", &other)),
+    let reply = match client.send(Request::Stats(query.clone()))? {
+        Response::Stats(reply) => reply,
+        other => return Err(unexpected_reply(client, "stats", &other)),
+    };
+    check_reply(client, &query, &reply)?;
+    if args.json {
+        Ok(to_json(&reply))
+    } else if args.csv {
+        Ok(csv::render(&reply))
+    } else {
+        Ok(render(&reply))
+    }
+}
+
+/// Rejects a reply that ignored an option, as a daemon older than that option does.
+fn check_reply(client: &Client, query: &StatsQuery, reply: &StatsReply) -> Result<(), CtlError> {
+    let ignored = if reply.group_by != query.group_by {
+        Some(format!("--by {}", query.group_by.as_str()))
+    } else if query.reprice && !reply.repriced {
+        Some("--reprice".to_owned())
+    } else {
+        None
+    };
+    match ignored {
+        Some(option) => Err(CtlError::InvalidReply {
+            socket: client.socket().to_path_buf(),
+            reason: format!(
+                "ccod ignored {option}, so it is older than this ccoctl: restart it with \
+                 the ccod that came with this ccoctl"
+            ),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -62,6 +129,8 @@ fn build_query(args: &StatsArgs, now_unix_ms: u64) -> Result<StatsQuery, CtlErro
     Ok(StatsQuery {
         since_unix_ms,
         until_unix_ms,
+        reprice: args.reprice,
+        group_by: args.by.to_group_by(),
     })
 }
 
@@ -74,23 +143,45 @@ fn render(reply: &StatsReply) -> String {
 fn render_usage(reply: &StatsReply) -> String {
     let mut text = render_totals(reply);
     text.push('\n');
-    if reply.by_model.is_empty() {
+    if reply.rows.is_empty() {
         text.push_str("no requests in this range\n");
         return text;
     }
-    text.push_str(&model_table(&reply.by_model).to_string());
+    text.push_str(&group_table(reply.group_by, &reply.rows).to_string());
     text.push('\n');
 
-    let unpriced: Vec<&str> = reply
-        .by_model
+    let unpriced_requests: u64 = reply
+        .rows
         .iter()
         .filter(|row| !row.priced)
-        .map(|row| row.model.as_str())
-        .collect();
-    if !unpriced.is_empty() {
+        .map(|row| row.totals.requests)
+        .sum();
+    if reply.group_by == GroupBy::Model {
+        let unpriced: Vec<&str> = reply
+            .rows
+            .iter()
+            .filter(|row| !row.priced)
+            .map(|row| row.group.as_str())
+            .collect();
+        if !unpriced.is_empty() {
+            text.push_str(&format!(
+                "unpriced models, whose tokens are counted but whose cost is not: {}\n",
+                unpriced.join(", ")
+            ));
+        }
+    } else if unpriced_requests > 0 {
         text.push_str(&format!(
-            "unpriced models, whose tokens are counted but whose cost is not: {}\n",
-            unpriced.join(", ")
+            "rows marked unpriced hold {} requests of models without a price, whose tokens \
+             are counted but whose cost is not; 'ccoctl stats --by model' names the models\n",
+            format_count(unpriced_requests)
+        ));
+    }
+    let estimated = reply.total.estimated_requests;
+    if estimated > 0 {
+        text.push_str(&format!(
+            "{} requests have estimated costs: their cache writes came without the split into \
+             5-minute and 1-hour writes, so all were priced as 5-minute writes\n",
+            format_count(estimated)
         ));
     }
     let without_usage = reply.total.streams_without_usage;
@@ -123,11 +214,23 @@ fn render_totals(reply: &StatsReply) -> String {
     if !excluded.is_empty() {
         cost.push_str(&format!(" (excludes {})", excluded.join(" and ")));
     }
+    if total.estimated_requests > 0 {
+        cost.push_str(&format!(
+            " (includes {} estimated)",
+            format_count(total.estimated_requests)
+        ));
+    }
+    let prices = if reply.repriced {
+        "repriced with ccod's current price table"
+    } else {
+        "as recorded"
+    };
     format_fields(&[
         (
             "range",
             format_range(reply.since_unix_ms, reply.until_unix_ms),
         ),
+        ("prices", prices.to_owned()),
         ("requests", format_count(total.requests)),
         (
             "cache hits",
@@ -155,6 +258,11 @@ fn render_totals(reply: &StatsReply) -> String {
             format_count(total.tokens.cache_write_1h),
         ),
         ("cache read tokens", format_count(total.tokens.cache_read)),
+        (
+            "web search requests",
+            format_count(total.web_search_requests),
+        ),
+        ("estimated costs", format_count(total.estimated_requests)),
         ("cost", cost),
         ("saved by cache", format_usd(total.saved_nano_usd)),
     ])
@@ -171,11 +279,21 @@ fn format_range(since_unix_ms: Option<u64>, until_unix_ms: Option<u64>) -> Strin
     }
 }
 
-/// Builds one row per model. An unpriced model's cost and savings read `unpriced`, because `$0.00`
-/// would claim its requests were free.
-fn model_table(rows: &[ModelTotals]) -> Table {
+/// Returns the header of the first column for `group_by`.
+fn group_header(group_by: GroupBy) -> &'static str {
+    match group_by {
+        GroupBy::Model => "Model",
+        GroupBy::Day => "Day (UTC)",
+        GroupBy::Provider => "Provider",
+        GroupBy::Credential => "Credential",
+    }
+}
+
+/// Builds one row per group. An unpriced row's cost and savings read `unpriced`, because
+/// `$0.00` would claim its requests were free.
+fn group_table(group_by: GroupBy, rows: &[GroupTotals]) -> Table {
     let header = [
-        "Model",
+        group_header(group_by),
         "Requests",
         "Hits",
         "Errors",
@@ -184,18 +302,19 @@ fn model_table(rows: &[ModelTotals]) -> Table {
         "Cache write 5m",
         "Cache write 1h",
         "Cache read",
+        "Web searches",
         "Cost",
         "Saved",
     ];
     let numeric_columns: Vec<usize> = (1..header.len()).collect();
     let mut table = new_table(&header, &numeric_columns);
     for row in rows {
-        table.add_row(model_row(row));
+        table.add_row(table_row(row));
     }
     table
 }
 
-fn model_row(row: &ModelTotals) -> Vec<String> {
+fn table_row(row: &GroupTotals) -> Vec<String> {
     let totals: &UsageTotals = &row.totals;
     let (cost, saved) = if row.priced {
         (
@@ -206,7 +325,7 @@ fn model_row(row: &ModelTotals) -> Vec<String> {
         ("unpriced".to_owned(), "unpriced".to_owned())
     };
     vec![
-        row.model.clone(),
+        row.group.clone(),
         format_count(totals.requests),
         format_count(totals.cache_hits),
         format_count(totals.errors),
@@ -215,6 +334,7 @@ fn model_row(row: &ModelTotals) -> Vec<String> {
         format_count(totals.tokens.cache_write_5m),
         format_count(totals.tokens.cache_write_1h),
         format_count(totals.tokens.cache_read),
+        format_count(totals.web_search_requests),
         cost,
         saved,
     ]
@@ -227,9 +347,9 @@ mod tests {
 
     const JUNE_1_2024_MS: u64 = 1_717_200_000_000;
 
-    fn priced_row() -> ModelTotals {
-        ModelTotals {
-            model: "claude-sonnet-4-5".into(),
+    fn priced_row() -> GroupTotals {
+        GroupTotals {
+            group: "claude-sonnet-4-5".into(),
             priced: true,
             totals: UsageTotals {
                 requests: 1_200,
@@ -239,6 +359,7 @@ mod tests {
                 streams_without_usage: 0,
                 rate_limited: 0,
                 budget_rejected: 0,
+                estimated_requests: 0,
                 tokens: TokenCounts {
                     input: 1_234_567,
                     output: 89_000,
@@ -246,15 +367,16 @@ mod tests {
                     cache_write_1h: 1_000,
                     cache_read: 40_000,
                 },
+                web_search_requests: 7,
                 cost_nano_usd: 12_345_000,
                 saved_nano_usd: 3_600_000,
             },
         }
     }
 
-    fn unpriced_row() -> ModelTotals {
-        ModelTotals {
-            model: "local-llama".into(),
+    fn unpriced_row() -> GroupTotals {
+        GroupTotals {
+            group: "local-llama".into(),
             priced: false,
             totals: UsageTotals {
                 requests: 3,
@@ -270,9 +392,9 @@ mod tests {
         }
     }
 
-    fn reply(by_model: Vec<ModelTotals>) -> StatsReply {
+    fn reply(rows: Vec<GroupTotals>) -> StatsReply {
         let mut total = UsageTotals::default();
-        for row in &by_model {
+        for row in &rows {
             total.requests += row.totals.requests;
             total.cache_hits += row.totals.cache_hits;
             total.errors += row.totals.errors;
@@ -280,6 +402,8 @@ mod tests {
             total.streams_without_usage += row.totals.streams_without_usage;
             total.rate_limited += row.totals.rate_limited;
             total.budget_rejected += row.totals.budget_rejected;
+            total.estimated_requests += row.totals.estimated_requests;
+            total.web_search_requests += row.totals.web_search_requests;
             total.tokens.add(&row.totals.tokens);
             total.cost_nano_usd += row.totals.cost_nano_usd;
             total.saved_nano_usd += row.totals.saved_nano_usd;
@@ -287,8 +411,10 @@ mod tests {
         StatsReply {
             since_unix_ms: Some(JUNE_1_2024_MS),
             until_unix_ms: None,
+            group_by: GroupBy::Model,
+            repriced: false,
             total,
-            by_model,
+            rows,
             budgets: Vec::new(),
         }
     }
@@ -297,13 +423,16 @@ mod tests {
         StatsArgs {
             since: since.map(|text| text.parse().unwrap()),
             until: until.map(|text| text.parse().unwrap()),
+            by: Grouping::Model,
+            reprice: false,
             json: false,
+            csv: false,
         }
     }
 
     #[test]
     fn table_shows_unpriced_not_zero() {
-        let mut table = model_table(&[priced_row(), unpriced_row()]);
+        let mut table = group_table(GroupBy::Model, &[priced_row(), unpriced_row()]);
         table.force_no_tty();
         let text = table.to_string();
         let lines: Vec<&str> = text.lines().collect();
@@ -342,6 +471,7 @@ mod tests {
         let text = render_totals(&reply(vec![priced_row()]));
         let expected = "\
 range:                 2024-06-01T00:00:00Z to now
+prices:                as recorded
 requests:              1,200
 cache hits:            300 (25.0% hit rate)
 errors:                2
@@ -353,6 +483,8 @@ output tokens:         89,000
 cache write 5m tokens: 5,000
 cache write 1h tokens: 1,000
 cache read tokens:     40,000
+web search requests:   7
+estimated costs:       0
 cost:                  $0.012345
 saved by cache:        $0.0036
 ";
@@ -432,5 +564,67 @@ saved by cache:        $0.0036
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn stats_says_when_repriced() {
+        let mut repriced = reply(vec![priced_row()]);
+        repriced.repriced = true;
+        let text = render_totals(&repriced);
+        assert!(
+            text.contains("prices:                repriced with ccod's current price table\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn stats_counts_estimated_costs() {
+        let mut row = priced_row();
+        row.totals.estimated_requests = 2;
+        let text = render(&reply(vec![row]));
+        assert!(text.contains("estimated costs:       2\n"), "{text}");
+        assert!(
+            text.contains("cost:                  $0.012345 (includes 2 estimated)\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "2 requests have estimated costs: their cache writes came without the split \
+                 into 5-minute and 1-hour writes, so all were priced as 5-minute writes\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn day_rows_name_unpriced_requests() {
+        let mut day = priced_row();
+        day.group = "2026-12-01".into();
+        let mut unpriced = unpriced_row();
+        unpriced.group = "2026-12-01".into();
+        let mut stats = reply(vec![day, unpriced]);
+        stats.group_by = GroupBy::Day;
+        let text = render(&stats);
+        assert!(text.contains("| Day (UTC)  |"), "{text}");
+        assert!(
+            text.contains("rows marked unpriced hold 3 requests"),
+            "{text}"
+        );
+        let unpriced_line = text
+            .lines()
+            .filter(|line| line.contains("2026-12-01"))
+            .nth(1)
+            .unwrap();
+        assert!(unpriced_line.contains(" unpriced | unpriced |"), "{text}");
+    }
+
+    #[test]
+    fn query_carries_grouping_and_reprice() {
+        let mut args = args(None, None);
+        args.by = Grouping::Credential;
+        args.reprice = true;
+        let query = build_query(&args, JUNE_1_2024_MS).unwrap();
+        assert_eq!(query.group_by, GroupBy::Credential);
+        assert!(query.reprice);
     }
 }

@@ -1,7 +1,8 @@
 //! `AnalyticsActor`: owns the per-request usage records.
 //!
 //! State: the sled trees `records` and `rollups` (daily totals, see [`rollup`]), a buffer
-//! of records not yet written, and counters since start. Messages: [`Record`] (fire-and-forget from the proxy), [`QueryStats`], [`Flush`],
+//! of records not yet written, and counters since start. Messages: [`Record`]
+//! (fire-and-forget from the proxy), [`QueryStats`], [`QueryRepriced`], [`Flush`],
 //! [`GetServed`]. The buffer is written as one sled batch every flush interval and on
 //! [`Flush`], so the request path never waits on disk. After each batch the tree is
 //! flushed, so a crash loses at most the records of the last interval.
@@ -9,18 +10,25 @@
 //! Keys are the record time in milliseconds followed by a sequence number, both big-endian,
 //! so a time range is a key range. Values are JSON [`RequestRecord`]s.
 
+mod query;
+mod reprice;
 mod rollup;
 mod spend;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use cco_proto::{ModelTotals, StatsQuery, StatsReply, TokenCounts, UsageTotals};
+use cco_proto::{StatsQuery, StatsReply, TokenCounts, UsageTotals};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
 use tracing::{debug, error, info, warn};
+
+use crate::pricing::PriceTable;
+use query::Sums;
+pub use reprice::reprice;
 
 /// Buffered records that trigger a write before the interval ends.
 const MAX_BUFFERED: usize = 1024;
@@ -95,6 +103,30 @@ pub struct RequestRecord {
     /// earlier releases keep their shape.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub usage_missing: bool,
+    /// Web searches that the upstream ran and billed. Written only when nonzero, like the
+    /// fields below, so records without them keep the shape of earlier releases.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_search_requests: u64,
+    /// Set when the cost is an estimate: the cache writes came without the split into
+    /// 5-minute and 1-hour writes, so all of them were priced as 5-minute writes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+    /// On a cache hit, the usage of the replayed response, which `saved_nano_usd` prices.
+    /// Records of hits from releases before it have none, so repricing keeps their savings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<ReplayedUsage>,
+}
+
+/// Usage of the original response that a cache hit replayed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayedUsage {
+    pub tokens: TokenCounts,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_search_requests: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl RequestRecord {
@@ -127,7 +159,11 @@ impl RequestRecord {
         if !(200..300).contains(&self.status) || self.outcome == Outcome::UpstreamFailed {
             totals.errors += 1;
         }
+        if self.estimated {
+            totals.estimated_requests += 1;
+        }
         totals.tokens.add(&self.tokens);
+        totals.web_search_requests += self.web_search_requests;
         match self.cost_nano_usd {
             Some(cost) => totals.cost_nano_usd += cost,
             None if self.usage_missing => totals.streams_without_usage += 1,
@@ -146,6 +182,15 @@ pub struct Record(pub RequestRecord);
 #[derive(Message)]
 #[rtype(result = "Result<StatsReply, String>")]
 pub struct QueryStats(pub StatsQuery);
+
+/// Totals over a time range with every record's cost recomputed with `prices`. This reads
+/// each record in the range, never the rollups, whose sums hold the stored costs.
+#[derive(Message)]
+#[rtype(result = "Result<StatsReply, String>")]
+pub struct QueryRepriced {
+    pub query: StatsQuery,
+    pub prices: Arc<PriceTable>,
+}
 
 /// Writes the buffer and flushes sled; returns how many records were written.
 #[derive(Message)]
@@ -283,23 +328,42 @@ impl AnalyticsActor {
         let until = query.until_unix_ms.unwrap_or(u64::MAX);
         let first_full_day = since.div_ceil(rollup::DAY_MS);
         let end_full_day = until / rollup::DAY_MS + u64::from(query.until_unix_ms.is_none());
-        let mut sums = Sums::default();
+        let mut sums = Sums::new(query.group_by);
         if first_full_day < end_full_day {
             let full_start = first_full_day.saturating_mul(rollup::DAY_MS);
             let full_end = end_full_day.saturating_mul(rollup::DAY_MS);
-            self.add_records(since, full_start, &mut sums)?;
+            self.add_records(since, full_start, None, &mut sums)?;
             self.add_rollups(first_full_day, end_full_day, &mut sums)?;
             if query.until_unix_ms.is_some() {
-                self.add_records(full_end, until, &mut sums)?;
+                self.add_records(full_end, until, None, &mut sums)?;
             }
         } else {
-            self.add_records(since, until, &mut sums)?;
+            self.add_records(since, until, None, &mut sums)?;
         }
-        Ok(sums.into_reply(query))
+        Ok(sums.into_reply(query, false))
     }
 
-    /// Adds the records with `since <= time < until`.
-    fn add_records(&self, since: u64, until: u64, sums: &mut Sums) -> Result<(), sled::Error> {
+    /// Totals over the query's range from the records alone, each repriced with `prices`.
+    fn repriced_stats(
+        &self,
+        query: &StatsQuery,
+        prices: &PriceTable,
+    ) -> Result<StatsReply, sled::Error> {
+        let since = query.since_unix_ms.unwrap_or(0);
+        let until = query.until_unix_ms.unwrap_or(u64::MAX);
+        let mut sums = Sums::new(query.group_by);
+        self.add_records(since, until, Some(prices), &mut sums)?;
+        Ok(sums.into_reply(query, true))
+    }
+
+    /// Adds the records with `since <= time < until`, repriced with `prices` when given.
+    fn add_records(
+        &self,
+        since: u64,
+        until: u64,
+        prices: Option<&PriceTable>,
+        sums: &mut Sums,
+    ) -> Result<(), sled::Error> {
         let mut undecodable = 0u64;
         for entry in self.tree.range(&since.to_be_bytes()[..]..) {
             let (key, value) = entry?;
@@ -307,13 +371,14 @@ impl AnalyticsActor {
             if time >= until {
                 break;
             }
-            let Ok(record) = serde_json::from_slice::<RequestRecord>(&value) else {
+            let Ok(mut record) = serde_json::from_slice::<RequestRecord>(&value) else {
                 undecodable += 1;
                 continue;
             };
-            let mut totals = UsageTotals::default();
-            record.add_to(&mut totals);
-            sums.add(record.model_label(), record.has_price(), &totals);
+            if let Some(prices) = prices {
+                reprice(&mut record, prices);
+            }
+            sums.add_record(&record);
         }
         if undecodable > 0 {
             warn!(
@@ -341,7 +406,7 @@ impl AnalyticsActor {
             if u64::from(group.day) >= end_day {
                 break;
             }
-            sums.add(group.model, group.priced, &decode_rollup(&value));
+            sums.add_rollup(&group, &decode_rollup(&value));
         }
         Ok(())
     }
@@ -384,45 +449,6 @@ fn rebuild_rollups(tree: &sled::Tree, rollups: &sled::Tree) -> Result<(), sled::
     Ok(())
 }
 
-/// Totals of a stats query while it is computed.
-#[derive(Default)]
-struct Sums {
-    total: UsageTotals,
-    by_model: HashMap<(String, bool), UsageTotals>,
-}
-
-impl Sums {
-    fn add(&mut self, model: String, priced: bool, totals: &UsageTotals) {
-        rollup::add_totals(&mut self.total, totals);
-        rollup::add_totals(self.by_model.entry((model, priced)).or_default(), totals);
-    }
-
-    fn into_reply(self, query: &StatsQuery) -> StatsReply {
-        let mut rows: Vec<ModelTotals> = self
-            .by_model
-            .into_iter()
-            .map(|((model, priced), totals)| ModelTotals {
-                model,
-                priced,
-                totals,
-            })
-            .collect();
-        rows.sort_by(|a, b| {
-            b.totals
-                .cost_nano_usd
-                .cmp(&a.totals.cost_nano_usd)
-                .then_with(|| a.model.cmp(&b.model))
-        });
-        StatsReply {
-            since_unix_ms: query.since_unix_ms,
-            until_unix_ms: query.until_unix_ms,
-            total: self.total,
-            by_model: rows,
-            budgets: Vec::new(),
-        }
-    }
-}
-
 impl Actor for AnalyticsActor {
     type Context = Context<Self>;
 
@@ -457,6 +483,16 @@ impl Handler<QueryStats> for AnalyticsActor {
     }
 }
 
+impl Handler<QueryRepriced> for AnalyticsActor {
+    type Result = Result<StatsReply, String>;
+
+    fn handle(&mut self, message: QueryRepriced, _: &mut Self::Context) -> Self::Result {
+        self.write_buffer().map_err(|err| err.to_string())?;
+        self.repriced_stats(&message.query, &message.prices)
+            .map_err(|err| err.to_string())
+    }
+}
+
 impl Handler<Flush> for AnalyticsActor {
     type Result = Result<usize, String>;
 
@@ -476,6 +512,7 @@ impl Handler<GetServed> for AnalyticsActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cco_proto::GroupBy;
 
     fn record(time: u64, model: &str, cost: Option<u64>, cache: CacheOutcome) -> RequestRecord {
         RequestRecord {
@@ -501,6 +538,9 @@ mod tests {
             saved_nano_usd: None,
             credential: Some("0123456789ab".into()),
             usage_missing: false,
+            web_search_requests: 0,
+            estimated: false,
+            replayed: None,
         }
     }
 
@@ -607,9 +647,9 @@ mod tests {
         assert_eq!(stats.total.unpriced_requests, 1);
         assert_eq!(stats.total.cost_nano_usd, 1000);
         assert_eq!(stats.total.tokens.input, 30);
-        assert_eq!(stats.by_model.len(), 2);
-        assert_eq!(stats.by_model[0].model, "claude-haiku-4-5");
-        assert!(!stats.by_model[1].priced);
+        assert_eq!(stats.rows.len(), 2);
+        assert_eq!(stats.rows[0].group, "claude-haiku-4-5");
+        assert!(!stats.rows[1].priced);
     }
 
     /// Stats of `records` computed one by one, the reference for the rollup path.
@@ -661,18 +701,23 @@ mod tests {
             (None, Some(first + 2 * day + 1)),
         ];
         for (since, until) in ranges {
-            let query = StatsQuery {
-                since_unix_ms: since,
-                until_unix_ms: until,
-            };
-            let stats = actor.send(QueryStats(query)).await.unwrap().unwrap();
             let expected = brute_force(&records, since.unwrap_or(0), until.unwrap_or(u64::MAX));
-            assert_eq!(stats.total, expected, "range {since:?}..{until:?}");
-            let row_requests: u64 = stats.by_model.iter().map(|row| row.totals.requests).sum();
-            assert_eq!(
-                row_requests, expected.requests,
-                "rows of {since:?}..{until:?}"
-            );
+            for group_by in GroupBy::ALL {
+                let query = StatsQuery {
+                    since_unix_ms: since,
+                    until_unix_ms: until,
+                    group_by,
+                    ..StatsQuery::default()
+                };
+                let stats = actor.send(QueryStats(query)).await.unwrap().unwrap();
+                assert_eq!(stats.total, expected, "range {since:?}..{until:?}");
+                assert_eq!(stats.group_by, group_by);
+                let row_requests: u64 = stats.rows.iter().map(|row| row.totals.requests).sum();
+                assert_eq!(
+                    row_requests, expected.requests,
+                    "{group_by:?} rows of {since:?}..{until:?}"
+                );
+            }
         }
     }
 
@@ -713,8 +758,179 @@ mod tests {
         let query = StatsQuery {
             since_unix_ms: Some(2000),
             until_unix_ms: Some(4000),
+            ..StatsQuery::default()
         };
         let stats = actor.send(QueryStats(query)).await.unwrap().unwrap();
         assert_eq!(stats.total.requests, 2);
+    }
+
+    /// A stored record with the fields added for web searches, estimates and replays.
+    const PRICING_FIELDS_FIXTURE: &str = r#"{"time_unix_ms":1764806400000,"provider":"anthropic","method":"POST","path":"/v1/messages","model_requested":"claude-sonnet-4-5","model_response":"claude-sonnet-4-5","model_priced":"claude-sonnet-4-5","status":200,"outcome":"completed","stream":false,"cache":"hit","latency_us":900,"ttfb_us":100,"tokens":{"input":0,"output":0,"cache_write_5m":0,"cache_write_1h":0,"cache_read":0},"cost_nano_usd":0,"saved_nano_usd":10030000,"credential":"0123456789ab","web_search_requests":2,"estimated":true,"replayed":{"tokens":{"input":10,"output":0,"cache_write_5m":0,"cache_write_1h":0,"cache_read":0},"web_search_requests":1}}"#;
+
+    #[test]
+    fn pricing_fields_fixture_decodes() {
+        let record: RequestRecord = serde_json::from_str(PRICING_FIELDS_FIXTURE).unwrap();
+        assert_eq!(record.web_search_requests, 2);
+        assert!(record.estimated);
+        assert_eq!(record.replayed.unwrap().web_search_requests, 1);
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            PRICING_FIELDS_FIXTURE
+        );
+        let mut totals = UsageTotals::default();
+        record.add_to(&mut totals);
+        assert_eq!(totals.web_search_requests, 2);
+        assert_eq!(totals.estimated_requests, 1);
+    }
+
+    /// Returns the embedded table with claude-haiku-4-5 at $2 input and $4 per 1,000
+    /// searches.
+    fn override_table() -> PriceTable {
+        let mut table = PriceTable::embedded();
+        let row = r#"
+            [[models]]
+            id = "claude-haiku-4-5"
+            provider = "anthropic"
+            input = "2"
+            output = "5"
+            cache_write_5m = "1.25"
+            cache_write_1h = "2"
+            cache_read = "0.10"
+            web_search_per_1000 = "4"
+        "#;
+        table.merge(PriceTable::from_toml(row, crate::pricing::SOURCE_CONFIG).unwrap());
+        table
+    }
+
+    #[test]
+    fn reprice_applies_current_rates() {
+        let table = override_table();
+        let haiku = "claude-haiku-4-5";
+
+        // 10 in * 2000 + 5 out * 5000 + 1 search * 4_000_000 = 20_000 + 25_000 + 4_000_000
+        let mut miss = record(1000, haiku, Some(1), CacheOutcome::Miss);
+        miss.web_search_requests = 1;
+        reprice(&mut miss, &table);
+        assert_eq!(miss.cost_nano_usd, Some(4_045_000));
+        assert_eq!(miss.model_priced.as_deref(), Some(haiku));
+
+        // The hit replayed 100 input tokens: 100 * 2000 = 200_000 saved, and it costs 0.
+        let mut hit = record(2000, haiku, Some(0), CacheOutcome::Hit);
+        hit.tokens = TokenCounts::default();
+        hit.replayed = Some(ReplayedUsage {
+            tokens: TokenCounts {
+                input: 100,
+                ..TokenCounts::default()
+            },
+            web_search_requests: 0,
+        });
+        reprice(&mut hit, &table);
+        assert_eq!(hit.cost_nano_usd, Some(0));
+        assert_eq!(hit.saved_nano_usd, Some(200_000));
+
+        let mut old_hit = record(3000, haiku, Some(0), CacheOutcome::Hit);
+        old_hit.saved_nano_usd = Some(77);
+        reprice(&mut old_hit, &table);
+        assert_eq!(
+            old_hit.saved_nano_usd,
+            Some(77),
+            "no replayed usage to reprice"
+        );
+
+        let mut missing = record(4000, haiku, None, CacheOutcome::Miss);
+        missing.usage_missing = true;
+        reprice(&mut missing, &table);
+        assert_eq!(missing.cost_nano_usd, None, "unknown usage stays unknown");
+
+        let mut unknown = record(5000, "mystery-model", None, CacheOutcome::Miss);
+        reprice(&mut unknown, &table);
+        assert_eq!(unknown.cost_nano_usd, None);
+        assert!(!unknown.has_price());
+    }
+
+    #[actix::test]
+    async fn repriced_query_reads_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actor, _arbiter) = start_on_arbiter(dir.path());
+        // Stored at the embedded rate: 10 in * 1000 + 5 out * 5000 = 35_000.
+        actor.do_send(Record(record(
+            1000,
+            "claude-haiku-4-5",
+            Some(35_000),
+            CacheOutcome::Miss,
+        )));
+        let plain = actor
+            .send(QueryStats(StatsQuery::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        let repriced = actor
+            .send(QueryRepriced {
+                query: StatsQuery::default(),
+                prices: Arc::new(override_table()),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.total.cost_nano_usd, 35_000);
+        assert!(!plain.repriced);
+        // 10 in * 2000 + 5 out * 5000 = 45_000
+        assert_eq!(repriced.total.cost_nano_usd, 45_000);
+        assert!(repriced.repriced);
+    }
+
+    #[actix::test]
+    async fn rows_group_by_day_provider_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actor, _arbiter) = start_on_arbiter(dir.path());
+        let day = rollup::DAY_MS;
+        // Day 20_425 is 2025-12-03.
+        let mut first = record(20_425 * day + 5, "m", Some(10), CacheOutcome::Miss);
+        first.credential = None;
+        let mut second = record(20_426 * day + 5, "m", Some(20), CacheOutcome::Miss);
+        second.provider = "openai".into();
+        let unpriced = record(20_426 * day + 6, "mystery-model", None, CacheOutcome::Miss);
+        for record in [first, second, unpriced] {
+            actor.do_send(Record(record));
+        }
+        let rows = |group_by| {
+            let actor = actor.clone();
+            async move {
+                let query = StatsQuery {
+                    group_by,
+                    ..StatsQuery::default()
+                };
+                let stats = actor.send(QueryStats(query)).await.unwrap().unwrap();
+                stats
+                    .rows
+                    .into_iter()
+                    .map(|row| (row.group, row.priced, row.totals.cost_nano_usd))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            rows(GroupBy::Day).await,
+            [
+                ("2025-12-03".to_owned(), true, 10),
+                ("2025-12-04".to_owned(), true, 20),
+                ("2025-12-04".to_owned(), false, 0),
+            ]
+        );
+        assert_eq!(
+            rows(GroupBy::Provider).await,
+            [
+                ("openai".to_owned(), true, 20),
+                ("anthropic".to_owned(), true, 10),
+                ("anthropic".to_owned(), false, 0),
+            ]
+        );
+        assert_eq!(
+            rows(GroupBy::Credential).await,
+            [
+                ("0123456789ab".to_owned(), true, 20),
+                ("(none)".to_owned(), true, 10),
+                ("0123456789ab".to_owned(), false, 0),
+            ]
+        );
     }
 }

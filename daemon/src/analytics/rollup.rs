@@ -91,7 +91,9 @@ pub fn add_totals(totals: &mut UsageTotals, other: &UsageTotals) {
     totals.rate_limited += other.rate_limited;
     totals.budget_rejected += other.budget_rejected;
     totals.streams_without_usage += other.streams_without_usage;
+    totals.estimated_requests += other.estimated_requests;
     totals.tokens.add(&other.tokens);
+    totals.web_search_requests += other.web_search_requests;
     totals.cost_nano_usd += other.cost_nano_usd;
     totals.saved_nano_usd += other.saved_nano_usd;
 }

@@ -67,6 +67,9 @@ mod tests {
             saved_nano_usd: None,
             credential: credential.map(str::to_owned),
             usage_missing: false,
+            web_search_requests: 0,
+            estimated: false,
+            replayed: None,
         }
     }
 

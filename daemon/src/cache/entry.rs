@@ -30,6 +30,8 @@ pub struct CachedResponse {
     pub model: Option<String>,
     /// Usage of the original response.
     pub tokens: TokenCounts,
+    /// Web searches the original response was billed for.
+    pub web_search_requests: u64,
     /// Price of the original response in nano-US-dollars, or `None` when the model has no
     /// price.
     pub cost_nano_usd: Option<u64>,
@@ -52,6 +54,13 @@ pub(crate) struct EntryMetadata {
     #[serde(default)]
     pub cost_nano_usd: Option<u64>,
     pub created_unix_ms: u64,
+    /// Written only when nonzero, so entries without searches keep the first layout.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_search_requests: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// Reason a stored value could not be read.
@@ -78,6 +87,7 @@ impl CachedResponse {
             tokens: self.tokens,
             cost_nano_usd: self.cost_nano_usd,
             created_unix_ms: self.created_unix_ms,
+            web_search_requests: self.web_search_requests,
         };
         let json = serde_json::to_vec(&metadata).map_err(CacheError::Encode)?;
         let json_len = u32::try_from(json.len())
@@ -101,6 +111,7 @@ impl CachedResponse {
             is_stream: metadata.is_stream,
             model: metadata.model,
             tokens: metadata.tokens,
+            web_search_requests: metadata.web_search_requests,
             cost_nano_usd: metadata.cost_nano_usd,
             created_unix_ms: metadata.created_unix_ms,
         })
@@ -156,6 +167,7 @@ pub(crate) mod tests {
                 cache_write_1h: 4,
                 cache_read: 5,
             },
+            web_search_requests: 0,
             cost_nano_usd: Some(330_000),
             created_unix_ms: 1_700_000_000_000,
         }
@@ -202,6 +214,19 @@ pub(crate) mod tests {
         };
         let encoded = Bytes::from(response.encode().unwrap());
         assert_eq!(CachedResponse::decode(encoded).unwrap(), response);
+    }
+
+    #[test]
+    fn web_searches_round_trip() {
+        let response = CachedResponse {
+            web_search_requests: 3,
+            ..fixture_response()
+        };
+        let encoded = response.encode().unwrap();
+        let text = String::from_utf8_lossy(&encoded);
+        assert!(text.contains(r#""web_search_requests":3"#), "{text}");
+        let decoded = CachedResponse::decode(Bytes::from(encoded)).unwrap();
+        assert_eq!(decoded.web_search_requests, 3);
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn response(body: &[u8], created_unix_ms: u64) -> CachedResponse {
             output: 2,
             ..TokenCounts::default()
         },
+        web_search_requests: 0,
         cost_nano_usd: Some(7),
         created_unix_ms,
     }

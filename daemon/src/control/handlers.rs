@@ -2,13 +2,15 @@
 //! actor that owns the state.
 
 use cco_proto::{
-    CacheStatsReply, ConfigReply, ErrorKind, ErrorReply, Response, StatsQuery, StatusReply,
-    UpdateRequest, CRATE_VERSION, PROTOCOL_VERSION,
+    CacheStatsReply, ConfigReply, ErrorKind, ErrorReply, LongContextRates, PriceRow, PricingQuery,
+    PricingReply, Response, StatsQuery, StatusReply, TokenRates, UpdateRequest, CRATE_VERSION,
+    PROTOCOL_VERSION,
 };
 
 use super::ControlContext;
-use crate::analytics::{GetServed, QueryStats};
+use crate::analytics::{GetServed, QueryRepriced, QueryStats};
 use crate::cache::{Clear, GetStats};
+use crate::pricing::ModelPrice;
 use crate::updater::UpdateCommand;
 
 fn internal(what: &str, err: impl std::fmt::Display) -> Response {
@@ -52,7 +54,16 @@ pub async fn status(ctx: &ControlContext) -> Response {
 }
 
 pub async fn stats(ctx: &ControlContext, query: StatsQuery) -> Response {
-    match ctx.analytics.send(QueryStats(query)).await {
+    let reply = if query.reprice {
+        let message = QueryRepriced {
+            query,
+            prices: ctx.prices.clone(),
+        };
+        ctx.analytics.send(message).await
+    } else {
+        ctx.analytics.send(QueryStats(query)).await
+    };
+    match reply {
         Ok(Ok(mut stats)) => {
             if let Some(budgets) = &ctx.budgets {
                 stats.budgets = budgets.status(crate::budgets::now_unix_ms());
@@ -61,6 +72,52 @@ pub async fn stats(ctx: &ControlContext, query: StatsQuery) -> Response {
         }
         Ok(Err(err)) => internal("reading analytics", err),
         Err(err) => internal("reading analytics", err),
+    }
+}
+
+/// Lists the rows of the effective price table, of one provider when the query names one.
+pub fn pricing(ctx: &ControlContext, query: &PricingQuery) -> Response {
+    let rows = ctx
+        .prices
+        .models()
+        .filter(|price| {
+            query
+                .provider
+                .as_ref()
+                .is_none_or(|provider| *provider == price.provider)
+        })
+        .map(|price| price_row(price, ctx.prices.aliases_of(price)))
+        .collect();
+    Response::Pricing(PricingReply { rows })
+}
+
+fn price_row(price: &ModelPrice, aliases: Vec<String>) -> PriceRow {
+    PriceRow {
+        id: price.id.clone(),
+        provider: price.provider.clone(),
+        aliases,
+        rates: TokenRates {
+            input: price.input,
+            output: price.output,
+            cache_write_5m: price.cache_write_5m,
+            cache_write_1h: price.cache_write_1h,
+            cache_read: price.cache_read,
+        },
+        long_context: price.long_context.as_ref().map(|tier| LongContextRates {
+            threshold_input_tokens: tier.threshold_input_tokens,
+            rates: TokenRates {
+                input: tier.input,
+                output: tier.output,
+                cache_write_5m: tier.cache_write_5m,
+                cache_write_1h: tier.cache_write_1h,
+                cache_read: tier.cache_read,
+            },
+        }),
+        web_search_nano_usd: price.web_search,
+        source: price.source.clone(),
+        url: price.url.clone(),
+        as_of: price.as_of.clone(),
+        file: price.file.clone(),
     }
 }
 

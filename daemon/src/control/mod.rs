@@ -24,6 +24,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::analytics::AnalyticsActor;
 use crate::cache::CacheActor;
 use crate::config::Config;
+use crate::pricing::PriceTable;
 use crate::updater::UpdaterActor;
 
 /// Time a connection may stay silent, or leave a reply unread, before it is closed.
@@ -43,6 +44,8 @@ pub struct ControlContext {
     pub config: Arc<Config>,
     /// `None` when `[budgets]` sets no limit.
     pub budgets: Option<Arc<crate::budgets::Budgets>>,
+    /// The price table that prices requests, for `pricing` and repriced stats.
+    pub prices: Arc<PriceTable>,
     pub started: Instant,
     pub listen_addr: String,
     pub server: actix_web::dev::ServerHandle,
@@ -274,5 +277,6 @@ async fn dispatch(context: &ControlContext, request: Request) -> Response {
         Request::Shutdown => handlers::shutdown(context),
         Request::Update(request) => handlers::update(context, request).await,
         Request::UpdateProgress => Response::UpdateProgress(context.update_progress.reply()),
+        Request::Pricing(query) => handlers::pricing(context, &query),
     }
 }

@@ -496,6 +496,10 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
     // A hit costs nothing, but a hit of an unpriced model stays unpriced like its original.
     record.cost_nano_usd = hit.cost_nano_usd.map(|_| 0);
     record.saved_nano_usd = hit.cost_nano_usd;
+    record.replayed = Some(crate::analytics::ReplayedUsage {
+        tokens: hit.tokens,
+        web_search_requests: hit.web_search_requests,
+    });
     relay::submit(&state.analytics, record);
 
     if hit.is_stream {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use actix_web::error::PayloadError;
 use bytes::{Bytes, BytesMut};
-use cco_proto::TokenCounts;
 use futures_util::Stream;
 use tracing::{info, warn};
 
@@ -22,7 +21,7 @@ use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record, RequestRec
 use crate::budgets::Reservation;
 use crate::cache::{CacheActor, CacheKey, CachedResponse, Store};
 use crate::metrics::InFlight;
-use crate::pricing::{self, PriceTable};
+use crate::pricing::PriceTable;
 use crate::sse::SseParser;
 use crate::usage::{StreamTracker, Usage, UsageFormat};
 
@@ -53,7 +52,12 @@ impl RecordDraft {
     ) -> RequestRecord {
         let usage = usage.unwrap_or_default();
         let model = usage.model.as_deref().or(self.model_requested.as_deref());
-        let (model_priced, cost_nano_usd) = price(prices, &self.provider, model, &usage.tokens);
+        let (model_priced, cost_nano_usd) = prices.price_request(
+            &self.provider,
+            model,
+            &usage.tokens,
+            usage.web_search_requests,
+        );
         RequestRecord {
             time_unix_ms: self.time_unix_ms,
             provider: self.provider,
@@ -73,31 +77,15 @@ impl RecordDraft {
             saved_nano_usd: None,
             credential: self.credential,
             usage_missing: false,
+            web_search_requests: usage.web_search_requests,
+            estimated: usage.estimated,
+            replayed: None,
         }
     }
 }
 
 pub fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Prices `tokens` of `model` with the rows of `provider`. Returns the price row's id and
-/// the cost.
-///
-/// The cost is `None` (unpriced) for a model the table does not know, even without tokens,
-/// so that its stats row shows `unpriced` and never $0. A request that names no model and
-/// used no tokens, such as `GET /v1/models`, costs 0.
-pub fn price(
-    prices: &PriceTable,
-    provider: &str,
-    model: Option<&str>,
-    tokens: &TokenCounts,
-) -> (Option<String>, Option<u64>) {
-    match model.and_then(|model| prices.resolve(provider, model)) {
-        Some(row) => (Some(row.id.clone()), Some(pricing::cost(row, tokens))),
-        None if model.is_none() && tokens.total() == 0 => (None, Some(0)),
-        None => (None, None),
-    }
 }
 
 /// Destination of a complete response in the cache, for a cacheable request.
@@ -309,6 +297,7 @@ impl Observer {
                             .clone()
                             .or(record.model_response.clone()),
                         tokens: record.tokens,
+                        web_search_requests: record.web_search_requests,
                         cost_nano_usd: record.cost_nano_usd,
                         created_unix_ms: record.time_unix_ms,
                     },
@@ -340,6 +329,7 @@ pub fn submit(analytics: &Addr<AnalyticsActor>, record: RequestRecord) {
         model = %record.model_label(),
         input = tokens.input, output = tokens.output, cache_write_5m = tokens.cache_write_5m,
         cache_write_1h = tokens.cache_write_1h, cache_read = tokens.cache_read,
+        web_search_requests = record.web_search_requests, estimated = record.estimated,
         cost_usd = %cost,
         latency_ms = record.latency_us as f64 / 1000.0,
         credential = record.credential.as_deref().unwrap_or("-"), "request");

@@ -28,6 +28,7 @@ pub fn from_body(body: &[u8]) -> Option<Usage> {
     Some(Usage {
         tokens: tokens_from(usage),
         model: model_of(&value),
+        ..Usage::default()
     })
 }
 
