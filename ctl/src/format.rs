@@ -82,7 +82,7 @@ pub fn format_unix_ms(unix_ms: u64) -> String {
     let millis = unix_ms % 1000;
     let days = secs / 86_400;
     let secs_of_day = secs % 86_400;
-    let (year, month, day) = crate::time_bound::civil_from_days(days);
+    let (year, month, day) = cco_proto::calendar::civil_from_days(days as i64);
     let time = format!(
         "{:02}:{:02}:{:02}",
         secs_of_day / 3600,

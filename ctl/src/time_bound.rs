@@ -160,7 +160,11 @@ fn parse_date(bytes: &[u8]) -> Result<i64, String> {
     if day > days_in_month(year, month) {
         return Err(format!("day {day} does not exist in {year:04}-{month:02}"));
     }
-    Ok(days_from_civil(year, month, day))
+    Ok(cco_proto::calendar::days_from_civil(
+        i64::from(year),
+        month,
+        day,
+    ))
 }
 
 /// Parses `Z` or `+HH:MM`/`-HH:MM` into the offset from UTC in seconds, east positive.
@@ -219,41 +223,6 @@ fn days_in_month(year: u32, month: u32) -> u32 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Counts the days from 1970-01-01 to a date of the proleptic Gregorian calendar. The year
-/// is shifted to start in March, so the leap day falls at its end and the month lengths
-/// from March on repeat in five-month runs of 153 days. Eras of 400 years have exactly
-/// 146,097 days each.
-fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
-    let year = i64::from(year) - i64::from(month <= 2);
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (i64::from(month) + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    // 719,468 days separate 0000-03-01, where era 0 starts, from 1970-01-01.
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// Converts days since 1970-01-01 to `(year, month, day)`, the inverse of
-/// [`days_from_civil`].
-pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let days = days + 719_468;
-    let era = days / 146_097;
-    let day_of_era = days % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -387,11 +356,11 @@ mod tests {
     fn civil_round_trips_every_day() {
         // 1970-01-01 through 2199-12-31, which crosses the 2000 and 2100 century rules.
         for days in 0..84_006u64 {
-            let (year, month, day) = civil_from_days(days);
-            let back = days_from_civil(year as u32, month as u32, day as u32);
+            let (year, month, day) = cco_proto::calendar::civil_from_days(days as i64);
+            let back = cco_proto::calendar::days_from_civil(year, month, day);
             assert_eq!(back, days as i64, "for {year}-{month}-{day}");
-            assert!(u32::try_from(day).unwrap() <= days_in_month(year as u32, month as u32));
+            assert!(day <= days_in_month(year as u32, month));
         }
-        assert_eq!(civil_from_days(84_005), (2199, 12, 31));
+        assert_eq!(cco_proto::calendar::civil_from_days(84_005), (2199, 12, 31));
     }
 }

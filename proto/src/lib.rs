@@ -8,6 +8,7 @@
 //! This crate depends on neither actix nor anything else of the daemon, so `ccoctl` builds
 //! without the server stack.
 
+pub mod calendar;
 mod framing;
 mod messages;
 mod socket;

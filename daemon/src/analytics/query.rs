@@ -100,28 +100,8 @@ fn credential_label(prefix: &str) -> String {
 
 /// Formats a day number since the Unix epoch as its UTC date, `YYYY-MM-DD`.
 pub fn day_label(day: u32) -> String {
-    let (year, month, day) = civil_from_days(i64::from(day));
+    let (year, month, day) = cco_proto::calendar::civil_from_days(i64::from(day));
     format!("{year:04}-{month:02}-{day:02}")
-}
-
-/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day), counting in
-/// 400-year eras of 146,097 days that start on March 1, so that the leap day ends a year.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153; // 0 is March
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -54,41 +54,18 @@ pub fn format_unix_ms(unix_ms: u64) -> String {
     )
 }
 
-/// Converts a day number since 1970-01-01 to `(year, month, day)`, with months and days
-/// counted from 1.
-///
-/// The days are shifted to start on 0000-03-01, so that the leap day falls at the end of
-/// each year, and split into 400-year eras of 146,097 days.
+/// Converts a day number since 1970-01-01 to `(year, month, day)`; see
+/// [`cco_proto::calendar`].
 fn civil_from_days(days: u32) -> (u32, u32, u32) {
-    let shifted = u64::from(days) + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    // Months counted from March: 0 is March, 11 is February of the next year.
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year as u32, month as u32, day as u32)
+    let (year, month, day) = cco_proto::calendar::civil_from_days(i64::from(days));
+    (u32::try_from(year).unwrap_or(0), month, day)
 }
 
 /// Converts `(year, month, day)` to a day number since 1970-01-01; the inverse of
 /// [`civil_from_days`] for dates from 1970 on. Earlier dates give 0.
 fn days_from_civil(year: u32, month: u32, day: u32) -> u32 {
-    let year = u64::from(year) - u64::from(month <= 2);
-    let era = year / 400;
-    let year_of_era = year % 400;
-    let shifted_month = u64::from(if month > 2 { month - 3 } else { month + 9 });
-    let day_of_year = (153 * shifted_month + 2) / 5 + u64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = (era * 146_097 + day_of_era).saturating_sub(719_468);
-    u32::try_from(days).unwrap_or(u32::MAX)
+    let days = cco_proto::calendar::days_from_civil(i64::from(year), month, day);
+    u32::try_from(days).unwrap_or(0)
 }
 
 #[cfg(test)]
