@@ -12,25 +12,8 @@ rounds=${ROUNDS:-3}
 threads=$((connections < 2 ? connections : 2))
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
-cargo build --release -q -p ccod -p cco-tests
-bin=${CARGO_TARGET_DIR:-target}/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    exit 1
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 mock_port=18601 cache_port=18602 nocache_port=18603
 "$bin"/cco-mock-upstream --port "$mock_port" --max-seconds 1800 --max-requests 100000000 >/dev/null &
@@ -51,8 +34,6 @@ start_ccod "$cache_port" cache
 cache_pid=${ccod_pids[0]}
 start_ccod "$nocache_port" nocache --no-cache
 nocache_pid=${ccod_pids[1]}
-hz=$(getconf CLK_TCK)
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # Prints "requests/s p50 p99 p99.9 non-2xx cpu_us_per_request", latencies in milliseconds.
 # PID is the ccod whose CPU time is counted, or 0 for none.

@@ -9,27 +9,9 @@ streams=${1:-1000}
 delay_ms=${2:-50}
 ulimit -n 16384
 
-cargo build --release -q -p ccod -p cco-tests
-bin=${CARGO_TARGET_DIR:-target}/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    exit 1
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 kib() { awk -v field="$2" '$1 == field { print $2 }' "/proc/$1/status"; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 mock_port=18701 ccod_port=18702
 "$bin"/cco-mock-upstream --port "$mock_port" --max-seconds 900 \
@@ -52,7 +34,6 @@ echo "## through ccod, $streams streams"
 ticks_before=$(cpu_ticks "$ccod_pid")
 "$bin"/cco-stream-load --addr "127.0.0.1:$ccod_port" --streams "$streams" --pid "$ccod_pid"
 ticks_after=$(cpu_ticks "$ccod_pid")
-hz=$(getconf CLK_TCK)
 echo "ccod RSS idle: $(echo "scale=1; $idle_kib / 1024" | bc) MiB"
 echo "ccod RSS peak: $(echo "scale=1; $(kib "$ccod_pid" VmHWM:) / 1024" | bc) MiB"
 echo "ccod CPU per stream: $(echo "scale=3; ($ticks_after - $ticks_before) * 1000 / $hz / $streams" | bc) ms"
