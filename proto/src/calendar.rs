@@ -1,9 +1,9 @@
 //! UTC calendar dates as day numbers since 1970-01-01, shared by `ccoctl` (parsing and
 //! printing dates) and `ccod` (day rollups and budget periods), so both count days alike.
 //!
-//! The proleptic Gregorian calendar: years are shifted to start on March 1, so the leap
+//! The proleptic Gregorian calendar. Years are shifted to start on March 1, so the leap
 //! day ends a year and the month lengths from March on repeat in five-month runs of 153
-//! days, and they are counted in 400-year eras of exactly 146,097 days.
+//! days. Years are counted in 400-year eras of exactly 146,097 days.
 
 /// Days from 0000-03-01, where era 0 starts, to 1970-01-01.
 const EPOCH_SHIFT: i64 = 719_468;

@@ -175,7 +175,8 @@ fn kill_9_under_load_keeps_flushed_records() {
     let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
     let usage = anthropic::usage(100, 10);
 
-    // Requests answered more than a flush interval (500 ms) before the crash must survive.
+    // Records of responses completed more than a flush interval (500 ms) before the crash
+    // must survive.
     for index in 0..20 {
         mock.push_reply(Reply::json(
             200,

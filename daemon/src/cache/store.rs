@@ -276,7 +276,7 @@ impl CacheStore {
         Ok(StoreOutcome::Stored { size, evicted })
     }
 
-    /// The shared view of this store's keys.
+    /// Returns the shared view of this store's keys.
     pub(crate) fn filter(&self) -> KeyFilter {
         self.filter.clone()
     }

@@ -75,7 +75,7 @@ fn run_stream(addr: SocketAddr, index: usize, all_open: &Barrier) -> Result<Stre
         }
         last = Some(at);
         if !waited {
-            // Every stream holds here after its first event, so all are open at once.
+            // Every stream waits here after its first event, so all are open at once.
             all_open.wait();
             waited = true;
             last = Some(Instant::now());
