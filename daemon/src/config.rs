@@ -226,7 +226,7 @@ impl Secret {
         Self(value.into())
     }
 
-    /// The credential itself, for the one place that sends it upstream.
+    /// Returns the credential itself, for the one place that sends it upstream.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -874,7 +874,7 @@ fn check_prefix(prefix: &str, provider: &str) -> Result<(), ConfigError> {
 }
 
 /// Reads `[proxy] access_tokens`: each entry is `sha256:` and 64 hex digits, so that the
-/// file never holds a usable token.
+/// file never contains a usable token.
 fn parse_token_hashes(entries: Vec<String>) -> Result<Vec<[u8; 32]>, ConfigError> {
     let advice = "expected 'sha256:' and 64 hex digits; compute it with \
                   printf %s TOKEN | sha256sum";

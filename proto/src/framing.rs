@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::messages::{ErrorKind, ErrorReply, RequestFrame, COMMAND_NAMES};
 use crate::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 
-/// Why a frame could not be turned into a request.
+/// Failure to turn a frame into a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error("frame of more than {limit} bytes rejected: send one JSON object per line")]
@@ -38,7 +38,7 @@ impl FrameError {
         }
     }
 
-    /// The error as it is sent to the peer.
+    /// Returns the error as it is sent to the peer.
     pub fn to_reply(&self) -> ErrorReply {
         let kind = match self {
             FrameError::TooLarge { .. } => ErrorKind::FrameTooLarge,

@@ -1,7 +1,7 @@
 //! Request and response types of the control protocol.
 //!
 //! Money is carried as integer nano-US-dollars (`1 USD = 1_000_000_000`), so totals add up
-//! exactly; every published per-million-token price with up to three decimals is a whole
+//! exactly. Every published per-million-token price with up to three decimals is a whole
 //! number of nano-dollars per token.
 
 use serde::{Deserialize, Serialize};
@@ -145,7 +145,7 @@ pub struct PricingQuery {
 pub struct ResponseFrame {
     /// [`PROTOCOL_VERSION`] of the daemon.
     pub protocol: u32,
-    /// Id of the request this answers; `None` when the request was too malformed to carry one.
+    /// Id of the request this responds to; `None` when the request was too malformed to carry one.
     pub id: Option<u64>,
     /// Crate version of the daemon, for diagnostics.
     pub server_version: String,
@@ -164,7 +164,7 @@ impl ResponseFrame {
     }
 }
 
-/// The daemon's answer to one request.
+/// The daemon's response to one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
@@ -193,7 +193,7 @@ pub struct StatusReply {
     pub cache_enabled: bool,
     pub cache_entries: u64,
     pub cache_bytes: u64,
-    /// Requests answered since start, from the cache or upstream.
+    /// Requests served since start, from the cache or upstream.
     pub requests_served: u64,
 }
 
@@ -470,7 +470,7 @@ pub struct UpdateRequest {
     pub restart: bool,
 }
 
-/// What an update request does.
+/// Action of an update request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateAction {
@@ -500,11 +500,11 @@ pub struct UpdateReply {
     pub installed_version: Option<String>,
     /// Directory that contains the installed `ccod` and `ccoctl`.
     pub install_dir: String,
-    /// How the daemon restarts into the installed binaries.
+    /// Way the daemon restarts into the installed binaries.
     pub restart: RestartMode,
 }
 
-/// How the daemon restarts after an install or rollback.
+/// Way the daemon restarts after an install or rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum RestartMode {
