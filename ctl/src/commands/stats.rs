@@ -199,14 +199,24 @@ fn render_totals(reply: &StatsReply) -> String {
     let total = &reply.total;
     let mut excluded = Vec::new();
     if total.unpriced_requests > 0 {
+        let noun = if total.unpriced_requests == 1 {
+            "request"
+        } else {
+            "requests"
+        };
         excluded.push(format!(
-            "{} unpriced requests",
+            "{} unpriced {noun}",
             format_count(total.unpriced_requests)
         ));
     }
     if total.streams_without_usage > 0 {
+        let noun = if total.streams_without_usage == 1 {
+            "stream"
+        } else {
+            "streams"
+        };
         excluded.push(format!(
-            "{} streams without usage",
+            "{} {noun} without usage",
             format_count(total.streams_without_usage)
         ));
     }
@@ -449,6 +459,18 @@ mod tests {
         assert!(priced.contains("| 1,234,567 |"), "{text}");
         assert!(unpriced.contains(" unpriced | unpriced |"), "{text}");
         assert!(!unpriced.contains('$'), "{text}");
+    }
+
+    #[test]
+    fn single_exclusions_are_singular() {
+        let mut row = unpriced_row();
+        row.totals.unpriced_requests = 1;
+        row.totals.streams_without_usage = 1;
+        let text = render_totals(&reply(vec![row]));
+        assert!(
+            text.contains("(excludes 1 unpriced request and 1 stream without usage)"),
+            "{text}"
+        );
     }
 
     #[test]
