@@ -275,7 +275,7 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_body_bytes: usize,
-    /// Longest time an analytics record waits in memory before it is written to sled.
+    /// Maximum time an analytics record waits in memory before it is written to sled.
     pub analytics_flush_interval: Duration,
     /// Certificate and key files; `Some` serves HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -565,7 +565,7 @@ impl Config {
         self.cache_size_mb.saturating_mul(1024 * 1024)
     }
 
-    /// The effective configuration as TOML, in the `config.toml` key names. The API key is
+    /// Returns the effective configuration as TOML, in the `config.toml` key names. The API key is
     /// shown only as whether it is set.
     pub fn to_redacted_toml(&self) -> String {
         #[derive(Serialize)]

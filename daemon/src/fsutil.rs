@@ -47,7 +47,7 @@ pub fn restrict_file(path: &Path) -> io::Result<Option<u32>> {
     }
 }
 
-/// Sets mode 0700 on `dir` when it is open to others, `own` says it is the daemon's own
+/// Sets mode 0700 on `dir` when it is open to others, `own` marks it as the daemon's own
 /// directory, it is owned by `owner_uid` and it is not a shared sticky directory such as
 /// `/tmp`; otherwise only reports it. The control socket's directory gets this treatment
 /// once the socket exists.

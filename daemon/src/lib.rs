@@ -64,7 +64,7 @@ pub struct Daemon {
     restart: RestartSlot,
 }
 
-/// How the daemon stopped.
+/// Reason the daemon stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stopped {
     /// On a signal or `ccoctl shutdown`.

@@ -19,7 +19,7 @@ pub struct RateLimitConfig {
     pub burst_size: NonZeroU32,
 }
 
-/// Which limit rejected a request, and when to try again.
+/// Limit that rejected a request, and the time to wait before trying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejection {
     pub scope: Scope,

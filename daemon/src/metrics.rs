@@ -230,6 +230,7 @@ impl Metrics {
             "Requests in progress, open streams included.",
         );
         let _ = writeln!(out, "cco_in_flight_requests {in_flight}");
+
         if let Some(cache) = cache {
             for (name, kind, help, value) in [
                 (

@@ -416,7 +416,7 @@ pub fn request_cost(price: &ModelPrice, tokens: &TokenCounts, web_search_request
     cost(price, tokens).saturating_add(web_search_requests.saturating_mul(price.web_search))
 }
 
-/// How a table treats the `provider` key of its rows.
+/// Rule for the `provider` key of a table's rows.
 #[derive(Debug, Clone, Copy)]
 enum ProviderRule<'a> {
     /// Every row names its provider.

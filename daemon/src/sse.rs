@@ -6,7 +6,7 @@
 //! [`MAX_LINE_BYTES`] stops the parser for the rest of the stream, and the proxy then
 //! records the stream without the usage it could not read.
 
-/// Longest line the parser buffers. Anthropic events are a few kilobytes; tool-use
+/// Maximum length of a line the parser buffers. Anthropic events are a few kilobytes; tool-use
 /// deltas stay far below this.
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Why the listener's certificate or key cannot be used.
+/// Failure to use the listener's certificate or key.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read the TLS certificate {path}: {reason}; pass a PEM file with --tls-cert")]

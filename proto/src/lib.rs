@@ -3,7 +3,7 @@
 //! Every wire fact lives here once: the message types, the two version numbers, the frame
 //! size limit, the framing itself and the rule that places the socket. Frames are single
 //! lines of JSON terminated by `\n`. Each request carries [`PROTOCOL_VERSION`] and an id,
-//! and the daemon answers each one, a malformed one included, with a [`Response`].
+//! and the daemon responds to each one, a malformed one included, with a [`Response`].
 //!
 //! This crate depends on neither actix nor anything else of the daemon, so `ccoctl` builds
 //! without the server stack.

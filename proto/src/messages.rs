@@ -228,7 +228,7 @@ impl TokenCounts {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageTotals {
     pub requests: u64,
-    /// Requests answered from the cache.
+    /// Requests served from the cache.
     pub cache_hits: u64,
     /// Requests whose status was not 2xx, or whose upstream could not be reached, timed out
     /// or cut its response short.
@@ -262,7 +262,7 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
-    /// Share of requests answered from the cache, from 0 to 1; 0 when there were none.
+    /// Share of requests served from the cache, from 0 to 1; 0 when there were none.
     pub fn hit_rate(&self) -> f64 {
         if self.requests == 0 {
             0.0

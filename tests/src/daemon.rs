@@ -214,7 +214,7 @@ impl DaemonProcess {
         ctl(&self.socket, args)
     }
 
-    /// The daemon's log so far.
+    /// Returns the daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }

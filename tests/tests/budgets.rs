@@ -6,7 +6,7 @@
 //! per token). The proxy reserves `ceil(body bytes / 3)` input tokens at the input rate plus
 //! `max_tokens` output tokens at the output rate.
 //!
-//! NOTE: a test that runs across 00:00 UTC sees the daily budgets reset between its
+//! NOTE: a test that runs across 00:00 UTC has the daily budgets reset between its
 //! requests and can fail.
 
 use std::time::Duration;

@@ -12,7 +12,7 @@ use super::{CacheOutcome, RequestRecord};
 /// the response it replayed: it still costs 0, and its savings are that usage's price.
 ///
 /// NOTE: hits recorded before the replayed usage was stored keep their stored savings,
-/// because the record holds nothing to reprice them from.
+/// because the record contains nothing to reprice them from.
 pub fn reprice(record: &mut RequestRecord, prices: &PriceTable) {
     if record.usage_missing {
         return;

@@ -6,7 +6,7 @@
 //! entries whose TTL has passed.
 //!
 //! The actor also publishes a [`KeyFilter`], a read-only set of its keys, so the proxy
-//! answers a certain miss without a message round trip. Only the actor writes it.
+//! settles a certain miss without a message round trip. Only the actor writes it.
 //!
 //! The actor calls sled synchronously inside its handlers, so it must run on its own arbiter
 //! (`CacheActor::start_in_arbiter`) and never on an HTTP worker thread. It never contacts
@@ -77,7 +77,8 @@ impl CacheActor {
         Ok(CacheActor { store, clock })
     }
 
-    /// The view of the cache's keys that lets a caller skip [`Lookup`] for a certain miss.
+    /// Returns the view of the cache's keys that lets a caller skip [`Lookup`] for a certain
+    /// miss.
     pub fn key_filter(&self) -> KeyFilter {
         self.store.filter()
     }

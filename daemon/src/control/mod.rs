@@ -38,7 +38,7 @@ pub struct ControlContext {
     pub analytics: Addr<AnalyticsActor>,
     pub cache: Option<Addr<CacheActor>>,
     pub updater: Addr<UpdaterActor>,
-    /// Download progress of the updater, read without a message so that it answers while
+    /// Download progress of the updater, read without a message so that it responds while
     /// the updater is busy installing.
     pub update_progress: Arc<crate::updater::DownloadProgress>,
     pub config: Arc<Config>,
@@ -121,7 +121,7 @@ pub fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
     socket.owner_uid =
         crate::fsutil::restrict_file(path).map_err(|source| bind_error(path, source))?;
     if let Some(dir) = dir.filter(|_| !created_dir) {
-        // Only the `cco` directory of the path rule is the daemon's own to change; any
+        // Only the `cco` directory of the path rule is the daemon's own to change. Any
         // other directory, such as a home directory given with --socket, is only reported.
         let own = dir.file_name().is_some_and(|name| name == "cco");
         crate::fsutil::tighten_private_dir(dir, socket.owner_uid, own).map_err(|source| {
@@ -183,7 +183,7 @@ pub async fn serve(socket: ControlSocket, context: Arc<ControlContext>) {
 }
 
 /// Checks that the peer runs as the daemon's user or as root, where the platform reports
-/// the peer's user id; returns the peer's user id otherwise.
+/// the peer's user id. Returns the peer's user id when it does not.
 fn peer_allowed(stream: &Stream, owner_uid: Option<u32>) -> Result<(), u32> {
     let Some(owner) = owner_uid else {
         return Ok(());

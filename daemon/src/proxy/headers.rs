@@ -42,7 +42,7 @@ pub fn connection_listed(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// All values of a header joined with `,`, as RFC 9110 allows for list headers.
+/// Returns all values of a header joined with `,`, as RFC 9110 allows for list headers.
 pub fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
     let values: Vec<&str> = headers
         .get_all(name)

@@ -248,7 +248,7 @@ pub async fn handle(
 
 /// Facts about the request that the relay of its response needs.
 struct Exchange {
-    /// A response to HEAD has no body, whatever its content-length says.
+    /// A response to HEAD has no body, whatever its content-length states.
     head_request: bool,
     endpoint: Endpoint,
     /// Cache and key under which a complete 2xx response is stored.
@@ -311,7 +311,7 @@ fn relay_response(
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok())
     };
-    // The proxy asks for `identity`; an upstream that compresses anyway is relayed as it
+    // The proxy requests `identity`; an upstream that compresses anyway is relayed as it
     // is, but its usage cannot be read, and its body is not checked for completeness.
     let encoded = response
         .headers()

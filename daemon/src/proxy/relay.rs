@@ -206,10 +206,10 @@ impl Observer {
         }
     }
 
-    /// True when a body that ended without an error is still incomplete: shorter than its
-    /// `content-length`, an event stream of an endpoint that reports usage without its
-    /// terminal event (`message_stop`, `data: [DONE]` or `response.completed`) or an error
-    /// event, or a 2xx JSON body of such an endpoint that does not parse.
+    /// Returns true when a body that ended without an error is still incomplete. That is a
+    /// body shorter than its `content-length`, or, for an endpoint that reports usage, an
+    /// event stream without its terminal event (`message_stop`, `data: [DONE]` or
+    /// `response.completed`) or an error event, or a 2xx JSON body that does not parse.
     ///
     /// awc 3.11 ends the body without an error when the upstream closes the connection
     /// early, between two chunks included, so these checks are what separates an upstream

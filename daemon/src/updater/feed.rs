@@ -36,7 +36,7 @@ impl Release {
         Version::parse(text).ok()
     }
 
-    /// The asset called `name`.
+    /// Returns the asset called `name`.
     pub fn asset(&self, name: &str) -> Option<&Asset> {
         self.assets.iter().find(|asset| asset.name == name)
     }

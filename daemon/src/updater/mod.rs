@@ -85,7 +85,7 @@ impl UpdaterActor {
         }
     }
 
-    /// The progress of downloads, readable while an install runs.
+    /// Returns the progress of downloads, readable while an install runs.
     pub fn progress(&self) -> Arc<DownloadProgress> {
         self.progress.clone()
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use cco_proto::RestartMode;
 
-/// Exit code that asks the service manager for a restart: `EX_TEMPFAIL` of `sysexits.h`,
+/// Exit code that requests a restart from the service manager: `EX_TEMPFAIL` of `sysexits.h`,
 /// a temporary failure whose retry is expected to succeed. It is non-zero on purpose,
 /// because `Restart=on-failure` does not restart a service that exits 0.
 pub const SERVICE_RESTART_EXIT_CODE: i32 = 75;
@@ -25,7 +25,7 @@ pub enum Restart {
     Exit { code: i32 },
 }
 
-/// Where the updater leaves the restart for `main`.
+/// Slot in which the updater leaves the restart for `main` to carry out.
 pub type RestartSlot = Arc<Mutex<Option<Restart>>>;
 
 /// Tells from the environment how this process restarts: systemd sets `INVOCATION_ID` for
