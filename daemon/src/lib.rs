@@ -143,11 +143,13 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let analytics_actor = AnalyticsActor::new(&db, config.analytics_flush_interval)
         .context("cannot read the analytics store")?;
     let budgets = load_budgets(&config, &analytics_actor)?;
+    let analytics_queue = analytics_actor.queue();
     let arbiter = Arbiter::new();
     let analytics = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| analytics_actor);
+    let recorder = analytics::Recorder::new(analytics_queue, analytics.clone());
     arbiters.push(arbiter);
 
-    let mut cache_keys = None;
+    let mut cache_view = None;
     let cache = if config.cache_enabled {
         let tree = db
             .open_tree("cache")
@@ -155,9 +157,10 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         let cache_config = CacheConfig {
             capacity_bytes: config.cache_capacity_bytes(),
             ttl: config.cache_ttl,
+            hot_capacity_bytes: cache::HOT_CAPACITY_BYTES,
         };
         let actor = CacheActor::new(tree, cache_config).context("cannot load the cache")?;
-        cache_keys = Some(actor.key_filter());
+        cache_view = Some(actor.view());
         let arbiter = Arbiter::new();
         let addr = CacheActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         arbiters.push(arbiter);
@@ -182,8 +185,9 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     }
     let state = web::Data::new(ProxyState {
         cache: cache.clone(),
-        cache_keys,
+        cache_view,
         analytics: analytics.clone(),
+        recorder,
         prices: prices.clone(),
         router,
         max_body_bytes: config.max_body_bytes,

@@ -1,15 +1,18 @@
 //! `AnalyticsActor`: owns the per-request usage records.
 //!
 //! State: the sled trees `records` and `rollups` (daily totals, see [`rollup`]), a buffer
-//! of records not yet written, and counters since start. Messages: [`Record`]
-//! (fire-and-forget from the proxy), [`QueryStats`], [`QueryRepriced`], [`Flush`],
-//! [`GetServed`]. The buffer is written as one sled batch every flush interval and on
-//! [`Flush`], so the request path never waits on disk. After each batch the tree is
-//! flushed, so a crash loses at most the records of the last interval.
+//! of records not yet written, and counters since start. The proxy hands records over
+//! through a [`Recorder`] (see [`intake`]), which wakes the actor at most once per
+//! [`DRAIN_DELAY`]. Messages: [`Record`], [`Drain`], [`QueryStats`], [`QueryRepriced`],
+//! [`Flush`], [`GetServed`], [`RenderMetrics`]. The buffer is written as one sled batch
+//! every flush interval and on [`Flush`], so the request path never waits on disk. After
+//! each batch the tree is flushed, so a crash loses at most the records of the last
+//! interval and the drain delay.
 //!
 //! Keys are the record time in milliseconds followed by a sequence number, both big-endian,
 //! so a time range is a key range. Values are JSON [`RequestRecord`]s.
 
+mod intake;
 mod query;
 mod reprice;
 mod rollup;
@@ -27,6 +30,7 @@ use sled::Transactional;
 use tracing::{debug, error, info, warn};
 
 use crate::pricing::PriceTable;
+pub use intake::{Drain, Queue, Recorder, DRAIN_DELAY};
 use query::Sums;
 pub use reprice::reprice;
 
@@ -173,7 +177,7 @@ impl RequestRecord {
     }
 }
 
-/// Stores one record; sent with `do_send`.
+/// Stores one record at once, without the queue of a [`Recorder`].
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Record(pub RequestRecord);
@@ -210,6 +214,7 @@ impl Handler<RenderMetrics> for AnalyticsActor {
     type Result = String;
 
     fn handle(&mut self, message: RenderMetrics, _: &mut Self::Context) -> String {
+        self.drain();
         self.metrics
             .render(message.cache.as_ref(), message.in_flight)
     }
@@ -225,6 +230,12 @@ pub struct AnalyticsActor {
     /// Daily totals of `tree`, see [`rollup`].
     rollups: sled::Tree,
     buffer: Vec<RequestRecord>,
+    /// Records the workers queued and the actor has not taken yet.
+    queue: Arc<Queue>,
+    /// Spare vector swapped with the queue's, so neither allocates in steady state.
+    taken: Vec<RequestRecord>,
+    /// True while a drain is scheduled.
+    drain_pending: bool,
     next_sequence: u64,
     served: u64,
     flush_interval: Duration,
@@ -257,11 +268,39 @@ impl AnalyticsActor {
             tree,
             rollups,
             buffer: Vec::new(),
+            queue: Arc::default(),
+            taken: Vec::new(),
+            drain_pending: false,
             next_sequence,
             served: 0,
             flush_interval,
             metrics: crate::metrics::Metrics::default(),
         })
+    }
+
+    /// The queue that a [`Recorder`] for this actor pushes into.
+    pub fn queue(&self) -> Arc<Queue> {
+        self.queue.clone()
+    }
+
+    /// Takes every queued record into the buffer, writing it when it is full.
+    fn drain(&mut self) {
+        self.queue.take_into(&mut self.taken);
+        let mut taken = std::mem::take(&mut self.taken);
+        for record in taken.drain(..) {
+            self.accept(record);
+        }
+        self.taken = taken;
+    }
+
+    /// Counts `record` and buffers it for the next write.
+    fn accept(&mut self, record: RequestRecord) {
+        self.served += 1;
+        self.metrics.observe(&record);
+        self.buffer.push(record);
+        if self.buffer.len() >= MAX_BUFFERED {
+            self.write_or_log();
+        }
     }
 
     /// Writes the buffered records and adds them to their rollups in one transaction, so
@@ -453,10 +492,14 @@ impl Actor for AnalyticsActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.flush_interval, |actor, _| actor.write_or_log());
+        ctx.run_interval(self.flush_interval, |actor, _| {
+            actor.drain();
+            actor.write_or_log();
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.drain();
         self.write_or_log();
     }
 }
@@ -465,11 +508,20 @@ impl Handler<Record> for AnalyticsActor {
     type Result = ();
 
     fn handle(&mut self, Record(record): Record, _: &mut Self::Context) {
-        self.served += 1;
-        self.metrics.observe(&record);
-        self.buffer.push(record);
-        if self.buffer.len() >= MAX_BUFFERED {
-            self.write_or_log();
+        self.accept(record);
+    }
+}
+
+impl Handler<Drain> for AnalyticsActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
+        if !self.drain_pending {
+            self.drain_pending = true;
+            ctx.run_later(DRAIN_DELAY, |actor, _| {
+                actor.drain_pending = false;
+                actor.drain();
+            });
         }
     }
 }
@@ -478,6 +530,7 @@ impl Handler<QueryStats> for AnalyticsActor {
     type Result = Result<StatsReply, String>;
 
     fn handle(&mut self, QueryStats(query): QueryStats, _: &mut Self::Context) -> Self::Result {
+        self.drain();
         self.write_buffer().map_err(|err| err.to_string())?;
         self.stats(&query).map_err(|err| err.to_string())
     }
@@ -487,6 +540,7 @@ impl Handler<QueryRepriced> for AnalyticsActor {
     type Result = Result<StatsReply, String>;
 
     fn handle(&mut self, message: QueryRepriced, _: &mut Self::Context) -> Self::Result {
+        self.drain();
         self.write_buffer().map_err(|err| err.to_string())?;
         self.repriced_stats(&message.query, &message.prices)
             .map_err(|err| err.to_string())
@@ -497,6 +551,7 @@ impl Handler<Flush> for AnalyticsActor {
     type Result = Result<usize, String>;
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        self.drain();
         self.write_buffer().map_err(|err| err.to_string())
     }
 }
@@ -505,6 +560,7 @@ impl Handler<GetServed> for AnalyticsActor {
     type Result = u64;
 
     fn handle(&mut self, _: GetServed, _: &mut Self::Context) -> u64 {
+        self.drain();
         self.served
     }
 }
@@ -608,6 +664,53 @@ mod tests {
         let arbiter = Arbiter::new();
         let addr = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         (addr, arbiter)
+    }
+
+    #[actix::test]
+    async fn recorder_records_reach_queries_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path());
+        let actor = AnalyticsActor::new(&db, Duration::from_secs(60)).unwrap();
+        let queue = actor.queue();
+        let arbiter = Arbiter::new();
+        let addr = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        let recorder = Recorder::new(queue, addr.clone());
+        for time in [1000, 2000, 3000] {
+            recorder.submit(record(time, "m", Some(7), CacheOutcome::Miss));
+        }
+        // The query takes the queue itself rather than waiting for the drain delay.
+        let stats = addr
+            .send(QueryStats(StatsQuery::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stats.total.requests, 3);
+        assert_eq!(stats.total.cost_nano_usd, 3 * 7);
+        assert_eq!(addr.send(GetServed).await.unwrap(), 3);
+    }
+
+    #[actix::test]
+    async fn recorder_records_are_written_without_a_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path());
+        let flush_interval = Duration::from_millis(20);
+        let actor = AnalyticsActor::new(&db, flush_interval).unwrap();
+        let queue = actor.queue();
+        let arbiter = Arbiter::new();
+        let addr = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        let recorder = Recorder::new(queue, addr);
+        recorder.submit(record(1000, "m", Some(1), CacheOutcome::Miss));
+        recorder.submit(record(2000, "m", Some(1), CacheOutcome::Miss));
+        // Nothing asks the actor: the drain it schedules and its flush interval alone must
+        // bring both records to disk.
+        let records = db.open_tree("records").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while records.len() < 2 && std::time::Instant::now() < deadline {
+            actix_rt::time::sleep(DRAIN_DELAY).await;
+        }
+        assert_eq!(records.len(), 2);
+        arbiter.stop();
+        arbiter.join().unwrap();
     }
 
     #[actix::test]

@@ -5,8 +5,9 @@
 //! [`Lookup`], [`Store`], [`Clear`], [`GetStats`] and [`Flush`], and every minute removes
 //! entries whose TTL has passed.
 //!
-//! The actor also publishes a [`KeyFilter`], a read-only set of its keys, so the proxy
-//! settles a certain miss without a message round trip. Only the actor writes it.
+//! The actor also publishes a [`CacheView`]: the set of its keys and the responses of its
+//! most recently used entries, so the proxy settles a miss, and a hit of such an entry,
+//! without a message round trip. Only the actor writes it.
 //!
 //! The actor calls sled synchronously inside its handlers, so it must run on its own arbiter
 //! (`CacheActor::start_in_arbiter`) and never on an HTTP worker thread. It never contacts
@@ -17,6 +18,7 @@ mod entry;
 mod key;
 mod store;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
@@ -25,8 +27,8 @@ use tracing::{debug, error, warn};
 
 pub use entry::{CachedResponse, DecodeError, FORMAT_VERSION};
 pub use key::{CacheKey, KeyParts};
-pub use store::KeyFilter;
 use store::{CacheStore, StoreOutcome};
+pub use store::{CacheView, Peek, HOT_CAPACITY_BYTES};
 
 /// Interval between sweeps that remove expired entries that no lookup has removed yet.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -38,6 +40,10 @@ pub struct CacheConfig {
     pub capacity_bytes: u64,
     /// Time after a response's `created_unix_ms` during which it is served from the cache.
     pub ttl: Duration,
+    /// Size of the most recently used entries whose responses are also kept in memory, so
+    /// the HTTP workers serve them without a round trip to the actor. At most
+    /// `capacity_bytes`; [`HOT_CAPACITY_BYTES`] in the daemon.
+    pub hot_capacity_bytes: u64,
 }
 
 /// Source of the current time in milliseconds since the Unix epoch.
@@ -77,10 +83,10 @@ impl CacheActor {
         Ok(CacheActor { store, clock })
     }
 
-    /// Returns the view of the cache's keys that lets a caller skip [`Lookup`] for a certain
-    /// miss.
-    pub fn key_filter(&self) -> KeyFilter {
-        self.store.filter()
+    /// Returns the view of the cache that lets a caller skip [`Lookup`] for a miss or a
+    /// hot entry.
+    pub fn view(&self) -> CacheView {
+        self.store.view()
     }
 
     fn now(&self) -> u64 {
@@ -110,7 +116,7 @@ impl Actor for CacheActor {
 /// Request for the response cached under a key. The reply is `None` on a miss or when the
 /// entry has expired.
 #[derive(Clone, Copy, Debug, Message)]
-#[rtype(result = "Option<CachedResponse>")]
+#[rtype(result = "Option<Arc<CachedResponse>>")]
 pub struct Lookup(pub CacheKey);
 
 /// Request to store a response, replacing any entry with the same key.
@@ -118,7 +124,7 @@ pub struct Lookup(pub CacheKey);
 #[rtype(result = "()")]
 pub struct Store {
     pub key: CacheKey,
-    pub response: CachedResponse,
+    pub response: Arc<CachedResponse>,
 }
 
 /// Request to remove every entry from memory and disk. The reply counts what was removed.
@@ -137,7 +143,7 @@ pub struct GetStats;
 pub struct Flush;
 
 impl Handler<Lookup> for CacheActor {
-    type Result = Option<CachedResponse>;
+    type Result = Option<Arc<CachedResponse>>;
 
     fn handle(&mut self, Lookup(key): Lookup, _ctx: &mut Self::Context) -> Self::Result {
         let now = self.now();
@@ -153,7 +159,7 @@ impl Handler<Store> for CacheActor {
     fn handle(&mut self, message: Store, _ctx: &mut Self::Context) {
         let now = self.now();
         let key = message.key;
-        match self.store.store(key, &message.response, now) {
+        match self.store.store_shared(key, message.response, now) {
             Ok(StoreOutcome::Stored { size, evicted }) => {
                 debug!(actor = "cache", key = %key, size, evicted, "stored cache entry");
             }

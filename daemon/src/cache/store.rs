@@ -3,9 +3,9 @@
 //! Every method runs synchronously and takes the current time as an argument, so the actor
 //! owns the clock and tests can move it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use cco_proto::{CacheClearReply, CacheStatsReply};
@@ -48,54 +48,149 @@ pub(crate) enum StoreOutcome {
     Expired,
 }
 
-/// Read-only view of which keys the cache holds, shared with the HTTP workers so that a
-/// miss is known without a message round trip to the actor. Only [`CacheStore`] writes it,
-/// in step with its index. A key it lists may still be expired or evicted a moment later,
-/// so a listed key only means "ask the actor".
-#[derive(Clone, Debug, Default)]
-pub struct KeyFilter(Arc<FilterState>);
+/// Bytes of hot entries that the daemon's [`CacheView`] keeps in memory, least recently
+/// used dropped first. Only hot entries are served without a round trip to the actor.
+pub const HOT_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 
-#[derive(Debug, Default)]
-struct FilterState {
-    keys: RwLock<HashSet<CacheKey>>,
-    /// Misses that [`KeyFilter::may_contain`] settled without asking the actor.
-    misses: AtomicU64,
+/// Hits of hot entries remembered for the LRU order between two actor messages. Hits past
+/// this bound are served all the same, but do not refresh their entry's place in the order.
+const MAX_TOUCHED: usize = 4096;
+
+/// What [`CacheView::peek`] knows about a key.
+#[derive(Debug)]
+pub enum Peek {
+    /// The cache has no entry for the key: a miss, already counted.
+    Absent,
+    /// A live hot entry, already counted as a hit.
+    Hot(Arc<CachedResponse>),
+    /// The cache lists the key but the view cannot answer: the entry is not hot or its TTL
+    /// has passed. Ask the actor with a `Lookup`.
+    Stored,
 }
 
-impl KeyFilter {
-    /// False when the cache certainly has no entry for `key`; such a miss is counted in
-    /// the cache's stats.
-    pub fn may_contain(&self, key: &CacheKey) -> bool {
-        let listed = self
-            .0
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(key);
-        if !listed {
-            self.0.misses.fetch_add(1, Ordering::Relaxed);
+/// View of the cache shared with the HTTP workers: which keys it holds, and the responses
+/// of the most recently used ones (the hot entries), so that a miss and a hit of a hot
+/// entry are settled without a message round trip to the actor. [`CacheStore`] keeps it in
+/// step with its index; a worker only [publishes](CacheView::publish) a response it is
+/// about to send to the store, so that the next request finds it at once.
+#[derive(Clone, Debug)]
+pub struct CacheView(Arc<ViewState>);
+
+#[derive(Debug)]
+struct ViewState {
+    ttl_ms: u64,
+    hot_capacity_bytes: u64,
+    slots: RwLock<HashMap<CacheKey, Slot>>,
+    /// Misses that [`CacheView::peek`] settled without asking the actor.
+    misses: AtomicU64,
+    /// Hits that [`CacheView::peek`] served without asking the actor.
+    hits: AtomicU64,
+    /// Keys of hot entries served since the store last refreshed their LRU order.
+    touched: Mutex<Vec<CacheKey>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    expires_unix_ms: u64,
+    /// The response of a hot entry; `None` for one that stays in sled only.
+    hot: Option<Arc<CachedResponse>>,
+}
+
+impl CacheView {
+    fn new(ttl_ms: u64, hot_capacity_bytes: u64) -> Self {
+        Self(Arc::new(ViewState {
+            ttl_ms,
+            hot_capacity_bytes,
+            slots: RwLock::default(),
+            misses: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            touched: Mutex::default(),
+        }))
+    }
+
+    /// Makes `response` a hot entry under `key` ahead of its `Store` message, which the
+    /// store then confirms or, when it does not keep the response, withdraws. A response
+    /// larger than the hot capacity is left to the store.
+    pub fn publish(&self, key: CacheKey, response: &Arc<CachedResponse>) {
+        if response.body.len() as u64 > self.0.hot_capacity_bytes {
+            return;
         }
-        listed
+        let expires_unix_ms = response.created_unix_ms.saturating_add(self.0.ttl_ms);
+        self.insert(key, expires_unix_ms, Some(Arc::clone(response)));
+    }
+
+    /// Settles a lookup of `key` at `now_unix_ms` where the view can, counting the miss or
+    /// hit in the cache's stats.
+    pub fn peek(&self, key: &CacheKey, now_unix_ms: u64) -> Peek {
+        let hot = {
+            let slots = self.0.slots.read().unwrap_or_else(PoisonError::into_inner);
+            match slots.get(key) {
+                None => None,
+                Some(Slot {
+                    expires_unix_ms,
+                    hot: Some(response),
+                }) if *expires_unix_ms >= now_unix_ms => Some(Some(Arc::clone(response))),
+                Some(_) => Some(None),
+            }
+        };
+        match hot {
+            None => {
+                self.0.misses.fetch_add(1, Ordering::Relaxed);
+                Peek::Absent
+            }
+            Some(None) => Peek::Stored,
+            Some(Some(response)) => {
+                self.0.hits.fetch_add(1, Ordering::Relaxed);
+                let mut touched = self.touched();
+                if touched.len() < MAX_TOUCHED {
+                    touched.push(*key);
+                }
+                Peek::Hot(response)
+            }
+        }
     }
 
     fn misses(&self) -> u64 {
         self.0.misses.load(Ordering::Relaxed)
     }
 
-    fn keys(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<CacheKey>> {
-        self.0.keys.write().unwrap_or_else(PoisonError::into_inner)
+    fn hits(&self) -> u64 {
+        self.0.hits.load(Ordering::Relaxed)
     }
 
-    fn insert(&self, key: CacheKey) {
-        self.keys().insert(key);
+    fn touched(&self) -> std::sync::MutexGuard<'_, Vec<CacheKey>> {
+        self.0
+            .touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn slots(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<CacheKey, Slot>> {
+        self.0.slots.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, key: CacheKey, expires_unix_ms: u64, hot: Option<Arc<CachedResponse>>) {
+        self.slots().insert(
+            key,
+            Slot {
+                expires_unix_ms,
+                hot,
+            },
+        );
+    }
+
+    fn set_hot(&self, key: &CacheKey, hot: Option<Arc<CachedResponse>>) {
+        if let Some(slot) = self.slots().get_mut(key) {
+            slot.hot = hot;
+        }
     }
 
     fn remove(&self, key: &CacheKey) {
-        self.keys().remove(key);
+        self.slots().remove(key);
     }
 
     fn clear(&self) {
-        self.keys().clear();
+        self.slots().clear();
     }
 }
 
@@ -110,8 +205,14 @@ pub(crate) struct CacheStore {
     capacity_bytes: u64,
     ttl_ms: u64,
     counters: Counters,
-    /// The keys of `index`, for readers on other threads.
-    filter: KeyFilter,
+    /// The keys of `index` and the hot responses, for readers on other threads.
+    view: CacheView,
+    /// Keys of the entries whose responses `view` holds, least recently used first, with
+    /// the size each is charged.
+    hot: LruCache<CacheKey, u64>,
+    /// Sum of the sizes in `hot`.
+    hot_bytes: u64,
+    hot_capacity_bytes: u64,
 }
 
 impl CacheStore {
@@ -125,14 +226,19 @@ impl CacheStore {
         config: &CacheConfig,
         now_unix_ms: u64,
     ) -> Result<CacheStore, CacheError> {
+        let ttl_ms = u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX);
+        let hot_capacity_bytes = config.hot_capacity_bytes.min(config.capacity_bytes);
         let mut store = CacheStore {
             tree,
             index: LruCache::unbounded(),
             bytes: 0,
             capacity_bytes: config.capacity_bytes,
-            ttl_ms: u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX),
+            ttl_ms,
             counters: Counters::default(),
-            filter: KeyFilter::default(),
+            view: CacheView::new(ttl_ms, hot_capacity_bytes),
+            hot: LruCache::unbounded(),
+            hot_bytes: 0,
+            hot_capacity_bytes,
         };
 
         let mut live = Vec::new();
@@ -180,7 +286,7 @@ impl CacheStore {
         for (_, key, entry) in live {
             store.bytes += entry.size;
             store.index.put(key, entry);
-            store.filter.insert(key);
+            store.view.insert(key, entry.expires_unix_ms, None);
         }
         let evicted = store.evict_to_capacity();
 
@@ -196,9 +302,14 @@ impl CacheStore {
         Ok(store)
     }
 
-    /// Returns the response stored under `key`, marking it most recently used, or `None`
-    /// when there is none or it has expired.
-    pub(crate) fn lookup(&mut self, key: &CacheKey, now_unix_ms: u64) -> Option<CachedResponse> {
+    /// Returns the response stored under `key`, marking it most recently used and hot, or
+    /// `None` when there is none or it has expired.
+    pub(crate) fn lookup(
+        &mut self,
+        key: &CacheKey,
+        now_unix_ms: u64,
+    ) -> Option<Arc<CachedResponse>> {
+        self.refresh_touched();
         let Some(entry) = self.index.get(key).copied() else {
             self.counters.misses += 1;
             return None;
@@ -228,6 +339,8 @@ impl CacheStore {
         match CachedResponse::decode(Bytes::from_owner(value)) {
             Ok(response) => {
                 self.counters.hits += 1;
+                let response = Arc::new(response);
+                self.make_hot(*key, entry.size, &response);
                 Some(response)
             }
             Err(error) => {
@@ -241,7 +354,37 @@ impl CacheStore {
 
     /// Writes `response` under `key`, replacing any entry with that key, then evicts least
     /// recently used entries until the total fits the capacity.
+    #[cfg(test)]
     pub(crate) fn store(
+        &mut self,
+        key: CacheKey,
+        response: &CachedResponse,
+        now_unix_ms: u64,
+    ) -> Result<StoreOutcome, CacheError> {
+        self.store_shared(key, Arc::new(response.clone()), now_unix_ms)
+    }
+
+    /// [`CacheStore::store`] of a response that the view may already hold, published by a
+    /// worker. A response that is not kept is withdrawn from the view.
+    pub(crate) fn store_shared(
+        &mut self,
+        key: CacheKey,
+        response: Arc<CachedResponse>,
+        now_unix_ms: u64,
+    ) -> Result<StoreOutcome, CacheError> {
+        self.refresh_touched();
+        let outcome = self.write(key, &response, now_unix_ms);
+        match outcome {
+            Ok(StoreOutcome::Stored { size, .. }) => {
+                // A response just stored is the likeliest to be asked for again soon.
+                self.make_hot(key, size, &response);
+            }
+            Ok(_) | Err(_) => self.withdraw(&key),
+        }
+        outcome
+    }
+
+    fn write(
         &mut self,
         key: CacheKey,
         response: &CachedResponse,
@@ -266,7 +409,7 @@ impl CacheStore {
         if let Some(replaced) = self.index.put(key, entry) {
             self.bytes -= replaced.size;
         }
-        self.filter.insert(key);
+        self.view.insert(key, expires_unix_ms, None);
         self.bytes += size;
         self.counters.stores += 1;
 
@@ -276,9 +419,21 @@ impl CacheStore {
         Ok(StoreOutcome::Stored { size, evicted })
     }
 
-    /// Returns the shared view of this store's keys.
-    pub(crate) fn filter(&self) -> KeyFilter {
-        self.filter.clone()
+    /// Puts the view's slot for `key` back in step with the index after a worker published
+    /// a response that was not stored: an entry already in the index stays, cold.
+    fn withdraw(&mut self, key: &CacheKey) {
+        if let Some(size) = self.hot.pop(key) {
+            self.hot_bytes -= size;
+        }
+        match self.index.peek(key) {
+            Some(entry) => self.view.insert(*key, entry.expires_unix_ms, None),
+            None => self.view.remove(key),
+        }
+    }
+
+    /// Returns the view of this store that the HTTP workers read.
+    pub(crate) fn view(&self) -> CacheView {
+        self.view.clone()
     }
 
     /// Removes every entry from the index and the tree, returning what was removed.
@@ -294,7 +449,9 @@ impl CacheStore {
             bytes: self.bytes,
         };
         self.index.clear();
-        self.filter.clear();
+        self.view.clear();
+        self.hot.clear();
+        self.hot_bytes = 0;
         self.bytes = 0;
         Ok(reply)
     }
@@ -326,8 +483,8 @@ impl CacheStore {
             bytes: self.bytes,
             capacity_bytes: self.capacity_bytes,
             ttl_secs: self.ttl_ms / 1000,
-            hits: self.counters.hits,
-            misses: self.counters.misses + self.filter.misses(),
+            hits: self.counters.hits + self.view.hits(),
+            misses: self.counters.misses + self.view.misses(),
             stores: self.counters.stores,
             evictions: self.counters.evictions,
             expirations: self.counters.expirations,
@@ -350,7 +507,7 @@ impl CacheStore {
             let Some((key, entry)) = self.index.pop_lru() else {
                 break;
             };
-            self.filter.remove(&key);
+            self.forget(&key);
             self.bytes -= entry.size;
             self.remove_from_tree(&key);
             evicted += 1;
@@ -363,8 +520,47 @@ impl CacheStore {
         if let Some(entry) = self.index.pop(key) {
             self.bytes -= entry.size;
         }
-        self.filter.remove(key);
+        self.forget(key);
         self.remove_from_tree(key);
+    }
+
+    /// Drops `key` from the view and the hot entries.
+    fn forget(&mut self, key: &CacheKey) {
+        self.view.remove(key);
+        if let Some(size) = self.hot.pop(key) {
+            self.hot_bytes -= size;
+        }
+    }
+
+    /// Puts `response` in the view as the most recently used hot entry, then drops the
+    /// responses of the least recently used hot entries until they fit their capacity.
+    fn make_hot(&mut self, key: CacheKey, size: u64, response: &Arc<CachedResponse>) {
+        if size > self.hot_capacity_bytes {
+            self.view.set_hot(&key, None);
+            return;
+        }
+        if let Some(replaced) = self.hot.put(key, size) {
+            self.hot_bytes -= replaced;
+        }
+        self.hot_bytes += size;
+        self.view.set_hot(&key, Some(Arc::clone(response)));
+        while self.hot_bytes > self.hot_capacity_bytes {
+            let Some((cold, size)) = self.hot.pop_lru() else {
+                break;
+            };
+            self.hot_bytes -= size;
+            self.view.set_hot(&cold, None);
+        }
+    }
+
+    /// Moves the hot entries that workers served since the last call to the most recently
+    /// used end of both orders.
+    fn refresh_touched(&mut self) {
+        let touched = std::mem::take(&mut *self.view.touched());
+        for key in touched {
+            self.hot.get(&key);
+            self.index.get(&key);
+        }
     }
 
     // NOTE: a failed removal leaves the value in the tree after the index dropped it, so it

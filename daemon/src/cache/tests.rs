@@ -47,6 +47,7 @@ fn config(capacity_bytes: u64, ttl: Duration) -> CacheConfig {
     CacheConfig {
         capacity_bytes,
         ttl,
+        hot_capacity_bytes: capacity_bytes,
     }
 }
 
@@ -93,11 +94,15 @@ fn start(tree: sled::Tree, config: CacheConfig, clock: &TestClock) -> Addr<Cache
 }
 
 async fn store(addr: &Addr<CacheActor>, key: CacheKey, response: CachedResponse) {
+    let response = Arc::new(response);
     addr.send(Store { key, response }).await.unwrap();
 }
 
 async fn lookup(addr: &Addr<CacheActor>, key: CacheKey) -> Option<CachedResponse> {
-    addr.send(Lookup(key)).await.unwrap()
+    addr.send(Lookup(key))
+        .await
+        .unwrap()
+        .map(|response| (*response).clone())
 }
 
 async fn stats(addr: &Addr<CacheActor>) -> CacheStatsReply {
@@ -507,57 +512,140 @@ fn actor_runs_in_its_own_arbiter() {
 }
 
 #[test]
-fn key_filter_tracks_index() {
+fn view_tracks_index() {
     let dir = tempfile::tempdir().unwrap();
     let tree = open_tree(dir.path());
     let size = encoded_len(&response_of_size(300, 1, START_MS));
     let mut cache = CacheStore::open(tree.clone(), &config(size * 2, HOUR), START_MS).unwrap();
-    let filter = cache.filter();
+    let view = cache.view();
 
-    assert!(!filter.may_contain(&key(1)), "empty cache");
+    assert!(
+        matches!(view.peek(&key(1), START_MS), Peek::Absent),
+        "empty cache"
+    );
+    let first = response_of_size(300, 1, START_MS);
+    cache.store(key(1), &first, START_MS).unwrap();
+    cache
+        .store(key(2), &response_of_size(300, 2, START_MS), START_MS)
+        .unwrap();
+    match view.peek(&key(1), START_MS) {
+        Peek::Hot(response) => assert_eq!(*response, first),
+        other => panic!("stored key 1 is not hot: {other:?}"),
+    }
+
+    // Key 2 is now the least recently used, so a third entry evicts it.
+    cache
+        .store(key(3), &response_of_size(300, 3, START_MS), START_MS)
+        .unwrap();
+    assert!(
+        matches!(view.peek(&key(2), START_MS), Peek::Absent),
+        "evicted key 2"
+    );
+    assert!(
+        matches!(view.peek(&key(1), START_MS), Peek::Hot(_)),
+        "kept key 1"
+    );
+
+    // The view does not serve an expired entry; the store removes it when asked.
+    let expired_at = START_MS + HOUR.as_millis() as u64 + 1;
+    assert!(matches!(view.peek(&key(3), expired_at), Peek::Stored));
+    assert!(cache.lookup(&key(3), expired_at).is_none());
+    assert!(
+        matches!(view.peek(&key(3), START_MS), Peek::Absent),
+        "expired key 3"
+    );
+
+    cache.clear().unwrap();
+    assert!(
+        matches!(view.peek(&key(1), START_MS), Peek::Absent),
+        "cleared key 1"
+    );
+    // The view settled four misses and two hits without the store's help, and the store's
+    // lookup of the expired key 3 was one more miss.
+    let stats = cache.stats();
+    assert_eq!((stats.misses, stats.hits), (4 + 1, 2));
+
+    drop(cache);
+    let reopened = CacheStore::open(tree, &config(size * 2, HOUR), START_MS).unwrap();
+    assert!(
+        matches!(reopened.view().peek(&key(1), START_MS), Peek::Absent),
+        "nothing is left after clear"
+    );
+}
+
+#[test]
+fn entries_load_cold_and_turn_hot_on_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = open_tree(dir.path());
+    let mut cache = CacheStore::open(tree.clone(), &config(1 << 20, HOUR), START_MS).unwrap();
+    let kept = response(b"kept", START_MS);
+    cache.store(key(7), &kept, START_MS).unwrap();
+    drop(cache);
+
+    let mut reopened = CacheStore::open(tree, &config(1 << 20, HOUR), START_MS).unwrap();
+    let view = reopened.view();
+    assert!(matches!(view.peek(&key(7), START_MS), Peek::Stored));
+    assert_eq!(reopened.lookup(&key(7), START_MS).as_deref(), Some(&kept));
+    match view.peek(&key(7), START_MS) {
+        Peek::Hot(response) => assert_eq!(*response, kept),
+        other => panic!("key 7 is not hot after a lookup: {other:?}"),
+    }
+}
+
+#[test]
+fn hot_entries_fit_their_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = open_tree(dir.path());
+    let size = encoded_len(&response_of_size(300, 1, START_MS));
+    let limits = CacheConfig {
+        hot_capacity_bytes: size * 2,
+        ..config(size * 10, HOUR)
+    };
+    let mut cache = CacheStore::open(tree, &limits, START_MS).unwrap();
+    let view = cache.view();
+    for n in 1..=3 {
+        cache
+            .store(key(n), &response_of_size(300, n, START_MS), START_MS)
+            .unwrap();
+    }
+    // Two entries fit the hot capacity; the oldest stays in sled only.
+    assert!(matches!(view.peek(&key(1), START_MS), Peek::Stored));
+    assert!(matches!(view.peek(&key(2), START_MS), Peek::Hot(_)));
+    assert!(matches!(view.peek(&key(3), START_MS), Peek::Hot(_)));
+
+    // Reading key 1 from sled makes it hot and pushes out key 2, whose hit above was
+    // older than key 3's.
+    assert!(cache.lookup(&key(1), START_MS).is_some());
+    assert!(matches!(view.peek(&key(1), START_MS), Peek::Hot(_)));
+    assert!(matches!(view.peek(&key(2), START_MS), Peek::Stored));
+    assert!(matches!(view.peek(&key(3), START_MS), Peek::Hot(_)));
+    assert_eq!(cache.stats().entries, 3);
+}
+
+#[test]
+fn hot_hits_refresh_lru_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = open_tree(dir.path());
+    let size = encoded_len(&response_of_size(300, 1, START_MS));
+    let mut cache = CacheStore::open(tree, &config(size * 2, HOUR), START_MS).unwrap();
+    let view = cache.view();
     cache
         .store(key(1), &response_of_size(300, 1, START_MS), START_MS)
         .unwrap();
     cache
         .store(key(2), &response_of_size(300, 2, START_MS), START_MS)
         .unwrap();
-    assert!(filter.may_contain(&key(1)), "stored key 1");
-    assert!(filter.may_contain(&key(2)), "stored key 2");
-
-    // A third entry evicts the least recently used, key 1.
+    // Served by the view alone, this hit must still make key 1 the most recently used.
+    assert!(matches!(view.peek(&key(1), START_MS), Peek::Hot(_)));
     cache
         .store(key(3), &response_of_size(300, 3, START_MS), START_MS)
         .unwrap();
-    assert!(!filter.may_contain(&key(1)), "evicted key 1");
-    assert!(filter.may_contain(&key(3)), "stored key 3");
-
-    let expired_at = START_MS + HOUR.as_millis() as u64 + 1;
-    assert!(cache.lookup(&key(2), expired_at).is_none());
-    assert!(!filter.may_contain(&key(2)), "expired key 2");
-
-    cache.clear().unwrap();
-    assert!(!filter.may_contain(&key(3)), "cleared key 3");
-    // Four checks above found no entry without the store's help.
-    assert_eq!(cache.stats().misses, 1 + 4);
-
-    drop(cache);
-    let reopened = CacheStore::open(tree, &config(size * 2, HOUR), START_MS).unwrap();
     assert!(
-        !reopened.filter().may_contain(&key(3)),
-        "nothing is left after clear"
+        matches!(view.peek(&key(1), START_MS), Peek::Hot(_)),
+        "key 1 kept"
     );
-}
-
-#[test]
-fn key_filter_loads_with_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = open_tree(dir.path());
-    let mut cache = CacheStore::open(tree.clone(), &config(1 << 20, HOUR), START_MS).unwrap();
-    cache
-        .store(key(7), &response(b"kept", START_MS), START_MS)
-        .unwrap();
-    drop(cache);
-
-    let reopened = CacheStore::open(tree, &config(1 << 20, HOUR), START_MS).unwrap();
-    assert!(reopened.filter().may_contain(&key(7)));
+    assert!(
+        matches!(view.peek(&key(2), START_MS), Peek::Absent),
+        "key 2 evicted"
+    );
 }

@@ -27,9 +27,9 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome};
+use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Recorder};
 use crate::budgets::{self, Budgets, Reservation};
-use crate::cache::{CacheActor, CacheKey, CachedResponse, KeyFilter, KeyParts, Lookup};
+use crate::cache::{CacheActor, CacheKey, CacheView, CachedResponse, KeyParts, Lookup, Peek};
 use crate::config::Secret;
 use crate::limits::{RateLimits, Scope};
 use crate::metrics::{InFlight, InFlightGauge};
@@ -47,9 +47,12 @@ const MAX_CAPTURED_BYTES: usize = 64 * 1024 * 1024;
 /// State shared by all workers.
 pub struct ProxyState {
     pub cache: Option<Addr<CacheActor>>,
-    /// The cache's key set, which settles most misses without a round trip to the actor.
-    pub cache_keys: Option<KeyFilter>,
+    /// The cache's view, which settles misses and hits of hot entries without a round trip
+    /// to the actor.
+    pub cache_view: Option<CacheView>,
     pub analytics: Addr<AnalyticsActor>,
+    /// Hands finished requests' records to `analytics` without a message per record.
+    pub recorder: Recorder,
     pub prices: Arc<PriceTable>,
     /// Upstream of each request.
     pub router: Router,
@@ -201,15 +204,16 @@ pub async fn handle(
         draft.cache = CacheOutcome::Miss;
     }
 
-    let listed = |key: &CacheKey| {
-        state
-            .cache_keys
-            .as_ref()
-            .is_none_or(|keys| keys.may_contain(key))
+    let peek = match (&state.cache_view, &key) {
+        (Some(view), Some(key)) => view.peek(key, draft.time_unix_ms),
+        _ => Peek::Stored,
     };
-    if let (Some(cache), Some(key)) = (cache, key.filter(listed)) {
+    if let Peek::Hot(hit) = peek {
+        return replay(&state, draft, &hit);
+    }
+    if let (Some(cache), Some(key), Peek::Stored) = (cache, key, peek) {
         match cache.send(Lookup(key)).await {
-            Ok(Some(hit)) => return replay(&state, draft, hit),
+            Ok(Some(hit)) => return replay(&state, draft, &hit),
             Ok(None) => {}
             Err(err) => {
                 warn!(actor = "proxy", error = %err, "cache lookup failed; forwarding upstream");
@@ -299,6 +303,7 @@ fn relay_response(
         .filter(|_| status.is_success())
         .map(|(cache, key)| CacheTarget {
             cache,
+            view: state.cache_view.clone(),
             key,
             headers: replay_headers,
         });
@@ -328,7 +333,7 @@ fn relay_response(
     let observer = Observer::new(
         draft,
         state.prices.clone(),
-        state.analytics.clone(),
+        state.recorder.clone(),
         status.as_u16(),
         endpoint.usage_format().filter(|_| !encoded),
         is_stream,
@@ -480,7 +485,7 @@ fn is_replayed_header(name: &HeaderName) -> bool {
 }
 
 /// Serves a request from a cache entry and records the hit with the cost it saved.
-fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> HttpResponse {
+fn replay(state: &ProxyState, mut draft: RecordDraft, hit: &CachedResponse) -> HttpResponse {
     draft.cache = CacheOutcome::Hit;
     let status = StatusCode::from_u16(hit.status).unwrap_or(StatusCode::OK);
     let mut builder = HttpResponse::build(status);
@@ -500,15 +505,16 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: CachedResponse) -> Ht
         tokens: hit.tokens,
         web_search_requests: hit.web_search_requests,
     });
-    relay::submit(&state.analytics, record);
+    relay::submit(&state.recorder, record);
 
+    let body = hit.body.clone();
     if hit.is_stream {
         // No content-length on a stream, as from the upstream.
         let body =
-            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(hit.body) });
+            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
         builder.body(BodyStream::new(body))
     } else {
-        builder.body(hit.body)
+        builder.body(body)
     }
 }
 
@@ -540,7 +546,7 @@ fn rate_limited(
         None,
         Duration::ZERO,
     );
-    relay::submit(&state.analytics, record);
+    relay::submit(&state.recorder, record);
     let mut response = error_response(
         kind,
         StatusCode::TOO_MANY_REQUESTS,
@@ -596,7 +602,7 @@ fn budget_rejected(
         None,
         Duration::ZERO,
     );
-    relay::submit(&state.analytics, record);
+    relay::submit(&state.recorder, record);
     let mut response = error_response(
         kind,
         StatusCode::TOO_MANY_REQUESTS,
@@ -652,7 +658,7 @@ fn upstream_failure(
         None,
         ttfb,
     );
-    relay::submit(&state.analytics, record);
+    relay::submit(&state.recorder, record);
     let mut response = error_response(upstream.kind, status, "api_error", &message);
     response.headers_mut().insert(
         HeaderName::from_static(CACHE_HEADER),

@@ -17,9 +17,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tracing::{info, warn};
 
-use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Record, RequestRecord};
+use crate::analytics::{CacheOutcome, Outcome, Recorder, RequestRecord};
 use crate::budgets::Reservation;
-use crate::cache::{CacheActor, CacheKey, CachedResponse, Store};
+use crate::cache::{CacheActor, CacheKey, CacheView, CachedResponse, Store};
 use crate::metrics::InFlight;
 use crate::pricing::PriceTable;
 use crate::sse::SseParser;
@@ -91,6 +91,8 @@ pub fn micros(duration: Duration) -> u64 {
 /// Destination of a complete response in the cache, for a cacheable request.
 pub struct CacheTarget {
     pub cache: Addr<CacheActor>,
+    /// Where the response is published before the store, so the next request hits it.
+    pub view: Option<CacheView>,
     pub key: CacheKey,
     /// Response headers to replay on a hit.
     pub headers: Vec<(String, String)>,
@@ -100,7 +102,7 @@ pub struct CacheTarget {
 pub struct Observer {
     pub draft: RecordDraft,
     pub prices: Arc<PriceTable>,
-    pub analytics: Addr<AnalyticsActor>,
+    pub recorder: Recorder,
     pub status: u16,
     /// Time at which the response headers arrived.
     pub headers_at: Instant,
@@ -141,7 +143,7 @@ impl Observer {
     pub fn new(
         draft: RecordDraft,
         prices: Arc<PriceTable>,
-        analytics: Addr<AnalyticsActor>,
+        recorder: Recorder,
         status: u16,
         usage_format: Option<UsageFormat>,
         is_stream: bool,
@@ -157,7 +159,7 @@ impl Observer {
         Self {
             draft,
             prices,
-            analytics,
+            recorder,
             status,
             headers_at: Instant::now(),
             usage_format,
@@ -285,26 +287,30 @@ impl Observer {
         }
         if let Some(target) = self.cache {
             if success && end == End::Complete && cacheable && self.capture {
+                let response = Arc::new(CachedResponse {
+                    status: self.status,
+                    headers: target.headers,
+                    body: self.captured.freeze(),
+                    is_stream: self.is_stream,
+                    model: record
+                        .model_priced
+                        .clone()
+                        .or(record.model_response.clone()),
+                    tokens: record.tokens,
+                    web_search_requests: record.web_search_requests,
+                    cost_nano_usd: record.cost_nano_usd,
+                    created_unix_ms: record.time_unix_ms,
+                });
+                if let Some(view) = &target.view {
+                    view.publish(target.key, &response);
+                }
                 target.cache.do_send(Store {
                     key: target.key,
-                    response: CachedResponse {
-                        status: self.status,
-                        headers: target.headers,
-                        body: self.captured.freeze(),
-                        is_stream: self.is_stream,
-                        model: record
-                            .model_priced
-                            .clone()
-                            .or(record.model_response.clone()),
-                        tokens: record.tokens,
-                        web_search_requests: record.web_search_requests,
-                        cost_nano_usd: record.cost_nano_usd,
-                        created_unix_ms: record.time_unix_ms,
-                    },
+                    response,
                 });
             }
         }
-        submit(&self.analytics, record);
+        submit(&self.recorder, record);
     }
 }
 
@@ -315,7 +321,7 @@ fn usd(nano: u64) -> String {
 
 /// Writes the access-log line of a finished request and sends its record to analytics.
 /// The line carries no header, body or credential, only the hash prefix.
-pub fn submit(analytics: &Addr<AnalyticsActor>, record: RequestRecord) {
+pub fn submit(recorder: &Recorder, record: RequestRecord) {
     let tokens = &record.tokens;
     let cost = match record.cost_nano_usd {
         Some(cost) => usd(cost),
@@ -333,7 +339,7 @@ pub fn submit(analytics: &Addr<AnalyticsActor>, record: RequestRecord) {
         cost_usd = %cost,
         latency_ms = record.latency_us as f64 / 1000.0,
         credential = record.credential.as_deref().unwrap_or("-"), "request");
-    analytics.do_send(Record(record));
+    recorder.submit(record);
 }
 
 /// The body sent to the client: the upstream body, chunk for chunk.
@@ -365,6 +371,17 @@ where
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some(observer) = &mut this.observer {
                     observer.observe(&chunk);
+                    if observer
+                        .declared_length
+                        .is_some_and(|length| observer.received_bytes >= length)
+                    {
+                        // The whole body is here: account for it before the client can
+                        // read its last byte, so that a request it sends next finds the
+                        // record and the cache entry.
+                        if let Some(observer) = this.observer.take() {
+                            observer.finish(End::Complete);
+                        }
+                    }
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
