@@ -191,7 +191,9 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         access_token_hashes: config.access_token_hashes.clone(),
         rate_limits: config.rate_limit.map(limits::RateLimits::new),
         budgets: budgets.clone(),
-        in_flight: Arc::new(metrics::InFlightGauge::default()),
+        in_flight: Arc::new(metrics::Gauge::default()),
+        open_streams: Arc::new(metrics::Gauge::default()),
+        open_connections: Arc::new(metrics::Gauge::default()),
     });
     if state.rate_limits.is_some() {
         let state = state.clone();
@@ -329,6 +331,7 @@ fn bind_http(
         Some((cert, key)) => Some(tls::server_config(cert, key)?),
         None => None,
     };
+    let open_connections = state.open_connections.clone();
     let server = HttpServer::new(move || {
         let connector = awc::Connector::new()
             .rustls_0_23(tls.clone())
@@ -345,6 +348,12 @@ fn bind_http(
             .app_data(web::Data::new(client))
             .route("/metrics", web::get().to(proxy::metrics))
             .default_service(web::to(proxy::handle))
+    })
+    // The guard lives in the connection's extensions, which actix-http drops when the
+    // connection closes. Over TLS this runs after the handshake, so connections still in
+    // their handshake are not counted.
+    .on_connect(move |_, extensions| {
+        extensions.insert(open_connections.enter());
     })
     .workers(workers)
     // actix-web counts connections per worker thread.
