@@ -361,7 +361,13 @@ fn bind_http(
     .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
     .disable_signals()
     .client_request_timeout(config.client_timeout)
-    .client_disconnect_timeout(Duration::from_secs(1));
+    .client_disconnect_timeout(Duration::from_secs(1))
+    // actix-http 3.11.2 and later keep serving a request after the client's EOF by default,
+    // so a client that left before the upstream response head arrived kept the upstream
+    // request running until its response. Without half-closed connections, an EOF from the
+    // client drops the handler and with it the upstream request. A client that shuts down
+    // its sending side while waiting for the response loses that response.
+    .h1_allow_half_closed(false);
     let address = (config.host.as_str(), config.port);
     let bound = match listener_tls {
         Some(tls) => server.bind_rustls_0_23(address, tls),

@@ -237,6 +237,8 @@ pub async fn handle(
         injected_key,
     );
     let before_send = started.elapsed();
+    // NOTE: a client that leaves before the upstream's response head arrives drops this
+    // future, which releases the reservation but writes no record of the request.
     let response = match outgoing.send_body(body).await {
         Ok(response) => response,
         Err(err) => {
