@@ -168,5 +168,6 @@ fn record(number: u64, count: u64, prices: &PriceTable) -> RequestRecord {
         web_search_requests: 0,
         estimated: false,
         replayed: None,
+        added_latency_us: 0,
     }
 }

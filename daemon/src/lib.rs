@@ -195,7 +195,9 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         access_token_hashes: config.access_token_hashes.clone(),
         rate_limits: config.rate_limit.map(limits::RateLimits::new),
         budgets: budgets.clone(),
-        in_flight: Arc::new(metrics::InFlightGauge::default()),
+        in_flight: Arc::new(metrics::Gauge::default()),
+        open_streams: Arc::new(metrics::Gauge::default()),
+        open_connections: Arc::new(metrics::Gauge::default()),
     });
     if state.rate_limits.is_some() {
         let state = state.clone();
@@ -333,6 +335,7 @@ fn bind_http(
         Some((cert, key)) => Some(tls::server_config(cert, key)?),
         None => None,
     };
+    let open_connections = state.open_connections.clone();
     let server = HttpServer::new(move || {
         let connector = awc::Connector::new()
             .rustls_0_23(tls.clone())
@@ -350,13 +353,25 @@ fn bind_http(
             .route("/metrics", web::get().to(proxy::metrics))
             .default_service(web::to(proxy::handle))
     })
+    // The guard lives in the connection's extensions, which actix-http drops when the
+    // connection closes. Over TLS this runs after the handshake, so connections still in
+    // their handshake are not counted.
+    .on_connect(move |_, extensions| {
+        extensions.insert(open_connections.enter());
+    })
     .workers(workers)
     // actix-web counts connections per worker thread.
     .max_connections(config.max_connections.div_ceil(workers))
     .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
     .disable_signals()
     .client_request_timeout(config.client_timeout)
-    .client_disconnect_timeout(Duration::from_secs(1));
+    .client_disconnect_timeout(Duration::from_secs(1))
+    // actix-http 3.11.2 and later keep serving a request after the client's EOF by default,
+    // so a client that left before the upstream response head arrived kept the upstream
+    // request running until its response. Without half-closed connections, an EOF from the
+    // client drops the handler and with it the upstream request. A client that shuts down
+    // its sending side while waiting for the response loses that response.
+    .h1_allow_half_closed(false);
     let address = (config.host.as_str(), config.port);
     let bound = match listener_tls {
         Some(tls) => server.bind_rustls_0_23(address, tls),

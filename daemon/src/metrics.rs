@@ -1,9 +1,10 @@
 //! Prometheus metrics, served as text format 0.0.4 at `GET /metrics` on the proxy port.
 //!
-//! The counters are folded from the analytics records by the `AnalyticsActor`, which
-//! already receives one per request, so the request path pays nothing for them. Cache
-//! figures come from the `CacheActor`, and the in-flight gauge from an atomic that the
-//! proxy updates. All counters start at zero when the daemon starts.
+//! The counters and histograms are folded from the analytics records by the
+//! `AnalyticsActor`, which already receives one per request, so the request path pays
+//! nothing for them. Cache figures come from the `CacheActor`, and the gauges of requests,
+//! streams and connections from atomics that guards update. All counters start at zero when
+//! the daemon starts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,20 +22,33 @@ const LATENCY_BUCKETS: &[f64] = &[
     120.0, 300.0, 600.0,
 ];
 
-/// A cumulative histogram with [`LATENCY_BUCKETS`].
-#[derive(Debug, Clone, Default)]
+/// Upper bounds of the added-latency histogram buckets, in seconds. The proxy's own work
+/// on a request takes tens of microseconds, so the buckets start at 25 µs.
+const ADDED_LATENCY_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// A cumulative histogram with fixed bucket bounds in seconds.
+#[derive(Debug, Clone)]
 struct Histogram {
+    bounds: &'static [f64],
     counts: Vec<u64>,
     sum_seconds: f64,
     total: u64,
 }
 
 impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; LATENCY_BUCKETS.len()];
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum_seconds: 0.0,
+            total: 0,
         }
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(&mut self.counts) {
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
             if seconds <= *bound {
                 *count += 1;
             }
@@ -45,8 +59,7 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let separator = if labels.is_empty() { "" } else { "," };
-        for (index, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            let count = self.counts.get(index).copied().unwrap_or(0);
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(
                 out,
                 "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {count}"
@@ -68,7 +81,7 @@ impl Histogram {
 }
 
 /// Counters since start, keyed by label values.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// (provider, model, status, cache) to request count.
     requests: BTreeMap<(String, String, u16, &'static str), u64>,
@@ -84,6 +97,34 @@ pub struct Metrics {
     latency: BTreeMap<&'static str, Histogram>,
     /// Time to the first upstream byte, for requests that went upstream.
     upstream_ttfb: Histogram,
+    /// Time the proxy itself spent on each request, by cache result.
+    /// NOTE: like the other histograms it counts only requests with a record, so the
+    /// rejections that precede one (401, 400, 408, 413, 501) are missing.
+    added_latency: BTreeMap<&'static str, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            cost: BTreeMap::new(),
+            saved: BTreeMap::new(),
+            rate_limited: 0,
+            budget_rejected: 0,
+            latency: BTreeMap::new(),
+            upstream_ttfb: Histogram::new(LATENCY_BUCKETS),
+            added_latency: BTreeMap::new(),
+        }
+    }
+}
+
+/// Values of the gauges that the proxy keeps in atomics, read when `/metrics` is served.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GaugeValues {
+    pub in_flight_requests: i64,
+    pub open_streams: i64,
+    pub open_connections: i64,
 }
 
 impl Metrics {
@@ -124,14 +165,21 @@ impl Metrics {
             self.budget_rejected += 1;
         }
         let seconds = record.latency_us as f64 / 1e6;
-        self.latency.entry(cache).or_default().observe(seconds);
+        self.latency
+            .entry(cache)
+            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
+            .observe(seconds);
         if record.cache != crate::analytics::CacheOutcome::Hit && record.ttfb_us > 0 {
             self.upstream_ttfb.observe(record.ttfb_us as f64 / 1e6);
         }
+        self.added_latency
+            .entry(cache)
+            .or_insert_with(|| Histogram::new(ADDED_LATENCY_BUCKETS))
+            .observe(record.added_latency_us as f64 / 1e6);
     }
 
-    /// Renders the counters with the cache's figures and the in-flight gauge.
-    pub fn render(&self, cache: Option<&CacheStatsReply>, in_flight: i64) -> String {
+    /// Renders the counters with the cache's figures and the gauges' values.
+    pub fn render(&self, cache: Option<&CacheStatsReply>, gauges: GaugeValues) -> String {
         let mut out = String::new();
         header(
             &mut out,
@@ -225,11 +273,39 @@ impl Metrics {
             .render(&mut out, "cco_upstream_ttfb_seconds", "");
         header(
             &mut out,
-            "cco_in_flight_requests",
-            "gauge",
-            "Requests in progress, open streams included.",
+            "cco_added_latency_seconds",
+            "histogram",
+            "Time the proxy itself spent on a request, by cache result: its handler's whole \
+             time when the proxy answered, else the time before the upstream request was sent \
+             and from the upstream response head to the client response head.",
         );
-        let _ = writeln!(out, "cco_in_flight_requests {in_flight}");
+        for (cache, histogram) in &self.added_latency {
+            histogram.render(
+                &mut out,
+                "cco_added_latency_seconds",
+                &format!("cache=\"{cache}\""),
+            );
+        }
+        for (name, help, value) in [
+            (
+                "cco_in_flight_requests",
+                "Requests in progress, open streams included.",
+                gauges.in_flight_requests,
+            ),
+            (
+                "cco_open_streams",
+                "Event streams being relayed from an upstream.",
+                gauges.open_streams,
+            ),
+            (
+                "cco_open_connections",
+                "Client connections open to the proxy port, this scrape's own included.",
+                gauges.open_connections,
+            ),
+        ] {
+            header(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
 
         if let Some(cache) = cache {
             for (name, kind, help, value) in [
@@ -342,15 +418,16 @@ fn dollars(nano: u64) -> String {
     format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
 }
 
-/// Requests in progress, counted by [`InFlight::enter`] guards.
+/// A gauge of things in progress, such as requests or connections, each counted by a
+/// [`GaugeGuard`] from [`Gauge::enter`].
 #[derive(Debug, Default)]
-pub struct InFlightGauge(AtomicI64);
+pub struct Gauge(AtomicI64);
 
-impl InFlightGauge {
-    /// Counts one request until the returned guard is dropped.
-    pub fn enter(self: &Arc<Self>) -> InFlight {
+impl Gauge {
+    /// Counts one thing until the returned guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> GaugeGuard {
         self.0.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        GaugeGuard(self.clone())
     }
 
     pub fn value(&self) -> i64 {
@@ -358,10 +435,11 @@ impl InFlightGauge {
     }
 }
 
-/// Guard of one request counted in an [`InFlightGauge`].
-pub struct InFlight(Arc<InFlightGauge>);
+/// Guard of one thing counted in a [`Gauge`].
+#[derive(Debug)]
+pub struct GaugeGuard(Arc<Gauge>);
 
-impl Drop for InFlight {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         (self.0).0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -400,6 +478,7 @@ mod tests {
             web_search_requests: 0,
             estimated: false,
             replayed: None,
+            added_latency_us: latency_us / 100,
         }
     }
 
@@ -408,7 +487,12 @@ mod tests {
         let mut metrics = Metrics::default();
         metrics.observe(&record(CacheOutcome::Miss, 3_000));
         metrics.observe(&record(CacheOutcome::Miss, 700_000));
-        let text = metrics.render(None, 2);
+        let gauges = GaugeValues {
+            in_flight_requests: 2,
+            open_streams: 1,
+            open_connections: 3,
+        };
+        let text = metrics.render(None, gauges);
         assert!(text.contains(
             "cco_requests_total{provider=\"anthropic\",model=\"claude-haiku-4-5\",status=\"200\",cache=\"miss\"} 2\n"
         ), "{text}");
@@ -439,6 +523,38 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("cco_in_flight_requests 2\n"), "{text}");
+        assert!(text.contains("cco_open_streams 1\n"), "{text}");
+        assert!(text.contains("cco_open_connections 3\n"), "{text}");
+    }
+
+    #[test]
+    fn added_latency_has_microsecond_buckets() {
+        let mut metrics = Metrics::default();
+        // The record helper adds 1% of the whole latency: 30 µs and 7 ms.
+        metrics.observe(&record(CacheOutcome::Miss, 3_000));
+        metrics.observe(&record(CacheOutcome::Miss, 700_000));
+        metrics.observe(&record(CacheOutcome::Hit, 2_000));
+        let text = metrics.render(None, GaugeValues::default());
+        for line in [
+            "# TYPE cco_added_latency_seconds histogram\n",
+            "cco_added_latency_seconds_bucket{cache=\"miss\",le=\"0.000025\"} 0\n",
+            "cco_added_latency_seconds_bucket{cache=\"miss\",le=\"0.00005\"} 1\n",
+            "cco_added_latency_seconds_bucket{cache=\"miss\",le=\"0.005\"} 1\n",
+            "cco_added_latency_seconds_bucket{cache=\"miss\",le=\"0.01\"} 2\n",
+            "cco_added_latency_seconds_bucket{cache=\"miss\",le=\"+Inf\"} 2\n",
+            "cco_added_latency_seconds_count{cache=\"miss\"} 2\n",
+            "cco_added_latency_seconds_bucket{cache=\"hit\",le=\"0.000025\"} 1\n",
+            "cco_added_latency_seconds_count{cache=\"hit\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+        let sum: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("cco_added_latency_seconds_sum{cache=\"miss\"} "))
+            .expect("sum line")
+            .parse()
+            .expect("sum is a number");
+        assert!((sum - 0.007_03).abs() < 1e-9, "sum {sum} in {text}");
     }
 
     #[test]
@@ -471,7 +587,7 @@ mod tests {
 
     #[test]
     fn gauge_follows_guards() {
-        let gauge = Arc::new(InFlightGauge::default());
+        let gauge = Arc::new(Gauge::default());
         let first = gauge.enter();
         let second = gauge.enter();
         assert_eq!(gauge.value(), 2);

@@ -1,5 +1,7 @@
 //! `GET /metrics` serves Prometheus text with the counters of the requests served.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cco_tests::daemon::{DaemonDirs, DaemonOptions, DaemonProcess};
@@ -26,6 +28,56 @@ fn metrics(daemon: &DaemonProcess) -> String {
         Some("text/plain; version=0.0.4")
     );
     response.text()
+}
+
+/// Returns the value of the sample `series` (name and labels) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().expect("sample value is a number"))
+}
+
+/// Sums `cco_requests_total` over every sample with `cache="CACHE"`.
+fn requests_with_cache(text: &str, cache: &str) -> u64 {
+    let label = format!(",cache=\"{cache}\"}} ");
+    text.lines()
+        .filter(|line| line.starts_with("cco_requests_total{"))
+        .filter_map(|line| line.split_once(&label))
+        .map(|(_, count)| count.parse::<u64>().expect("request count is a number"))
+        .sum()
+}
+
+/// Sends `GET /metrics` on a keep-alive connection and reads the whole response, leaving
+/// the connection open.
+fn scrape_keeping_alive(socket: &mut TcpStream) {
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        let read = socket
+            .read(&mut buffer)
+            .expect("response on the connection");
+        assert!(read > 0, "ccod closed a keep-alive connection");
+        received.extend_from_slice(&buffer[..read]);
+        let Some(head_end) = received.windows(4).position(|window| window == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .expect("content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        if received.len() >= head_end + 4 + length {
+            return;
+        }
+    }
 }
 
 /// Polls `/metrics` until it contains `line` or five seconds pass.
@@ -123,4 +175,188 @@ fn in_flight_gauge_counts_open_streams() {
     stream.read_to_end(Duration::from_secs(10)).unwrap();
     let after = wait_for_line(&daemon, "cco_in_flight_requests 0\n");
     assert!(after.contains("cco_in_flight_requests 0\n"), "{after}");
+}
+
+#[test]
+fn open_connections_gauge_follows_connections() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    // Each scrape below opens its own connection, so the gauge reads the open keep-alive
+    // connections plus one.
+    let idle = wait_for_line(&daemon, "cco_open_connections 1\n");
+    assert!(idle.contains("cco_open_connections 1\n"), "{idle}");
+
+    const OPEN: usize = 3;
+    let mut sockets: Vec<TcpStream> = (0..OPEN)
+        .map(|_| {
+            let mut socket = TcpStream::connect(daemon.addr).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            scrape_keeping_alive(&mut socket);
+            socket
+        })
+        .collect();
+    let open = wait_for_line(&daemon, "cco_open_connections 4\n");
+    assert!(open.contains("cco_open_connections 4\n"), "{open}");
+    // A second request on each connection is served on it, so no new one is counted.
+    for socket in &mut sockets {
+        scrape_keeping_alive(socket);
+    }
+    assert!(metrics(&daemon).contains("cco_open_connections 4\n"));
+
+    sockets.truncate(1);
+    let fewer = wait_for_line(&daemon, "cco_open_connections 2\n");
+    assert!(fewer.contains("cco_open_connections 2\n"), "{fewer}");
+    sockets.clear();
+    let closed = wait_for_line(&daemon, "cco_open_connections 1\n");
+    assert!(closed.contains("cco_open_connections 1\n"), "{closed}");
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[test]
+fn open_streams_gauge_follows_streams() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    let headers = [("x-api-key", "sk-ant-metrics")];
+    let events = || {
+        anthropic::sse_events(
+            MODEL,
+            &["one", " two", " three"],
+            anthropic::usage(5, 1),
+            anthropic::usage(5, 3),
+        )
+    };
+
+    // A JSON response in progress is in flight but is not a stream.
+    mock.push_reply(Reply::default_response().delay(Duration::from_millis(800)));
+    let addr = daemon.addr;
+    let waiting = std::thread::spawn(move || {
+        http::send(addr, "POST", "/v1/messages", &headers, &body("json", false)).unwrap()
+    });
+    let json_in_flight = wait_for_line(&daemon, "cco_in_flight_requests 1\n");
+    assert!(
+        json_in_flight.contains("cco_in_flight_requests 1\n"),
+        "{json_in_flight}"
+    );
+    assert!(
+        json_in_flight.contains("cco_open_streams 0\n"),
+        "{json_in_flight}"
+    );
+    assert_eq!(waiting.join().unwrap().status, 200);
+
+    // A stream the mock holds open, read to its end.
+    mock.push_reply(Reply::sse(events()).chunk_delay(Duration::from_millis(400)));
+    let mut stream = http::open_stream(
+        daemon.addr,
+        "POST",
+        "/v1/messages",
+        &headers,
+        &body("held open", true),
+    )
+    .unwrap();
+    assert!(stream.next_chunk(Duration::from_secs(5)).unwrap().is_some());
+    let during = metrics(&daemon);
+    assert!(during.contains("cco_open_streams 1\n"), "{during}");
+    stream.read_to_end(Duration::from_secs(10)).unwrap();
+    let ended = wait_for_line(&daemon, "cco_open_streams 0\n");
+    assert!(ended.contains("cco_open_streams 0\n"), "{ended}");
+
+    // A stream the client abandons.
+    mock.push_reply(Reply::sse(events()).chunk_delay(Duration::from_millis(400)));
+    let mut abandoned = http::open_stream(
+        daemon.addr,
+        "POST",
+        "/v1/messages",
+        &headers,
+        &body("abandoned", true),
+    )
+    .unwrap();
+    assert!(abandoned
+        .next_chunk(Duration::from_secs(5))
+        .unwrap()
+        .is_some());
+    let during = metrics(&daemon);
+    assert!(during.contains("cco_open_streams 1\n"), "{during}");
+    abandoned.close();
+    let after = wait_for_line(&daemon, "cco_open_streams 0\n");
+    assert!(after.contains("cco_open_streams 0\n"), "{after}");
+}
+
+#[test]
+fn added_latency_counts_match_requests() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    let headers = [("x-api-key", "sk-ant-metrics")];
+    let send = |extra: &[(&str, &str)], text: &str, stream: bool| {
+        let mut all = headers.to_vec();
+        all.extend_from_slice(extra);
+        let response = http::send(
+            daemon.addr,
+            "POST",
+            "/v1/messages",
+            &all,
+            &body(text, stream),
+        )
+        .unwrap();
+        assert_eq!(response.status, 200, "{}", response.text());
+        response
+            .header("x-cco-cache")
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // The upstream takes 500 ms, which is not time the proxy added.
+    mock.push_reply(Reply::default_response().delay(Duration::from_millis(500)));
+    assert_eq!(send(&[], "slow miss", false), "miss");
+    assert_eq!(send(&[], "slow miss", false), "hit");
+    assert_eq!(send(&[], "stream miss", true), "miss");
+    assert_eq!(
+        send(&[("cache-control", "no-cache")], "bypass", false),
+        "bypass"
+    );
+    assert_eq!(
+        send(&[("cache-control", "no-cache")], "bypass", true),
+        "bypass"
+    );
+
+    let line = "cco_added_latency_seconds_count{cache=\"bypass\"} 2\n";
+    let text = wait_for_line(&daemon, line);
+    for (cache, expected) in [("miss", 2), ("hit", 1), ("bypass", 2)] {
+        let requests = requests_with_cache(&text, cache);
+        assert_eq!(requests, expected, "{cache} requests in {text}");
+        let count = sample(
+            &text,
+            &format!("cco_added_latency_seconds_count{{cache=\"{cache}\"}}"),
+        );
+        assert_eq!(
+            count,
+            Some(expected as f64),
+            "{cache} added-latency count in {text}"
+        );
+        let infinite = sample(
+            &text,
+            &format!("cco_added_latency_seconds_bucket{{cache=\"{cache}\",le=\"+Inf\"}}"),
+        );
+        assert_eq!(
+            infinite,
+            Some(expected as f64),
+            "{cache} +Inf bucket in {text}"
+        );
+    }
+    let miss_sum = sample(&text, "cco_added_latency_seconds_sum{cache=\"miss\"}").unwrap();
+    let miss_duration = sample(&text, "cco_request_duration_seconds_sum{cache=\"miss\"}").unwrap();
+    assert!(miss_duration >= 0.5, "miss duration sum {miss_duration}");
+    assert!(
+        miss_sum > 0.0 && miss_sum < 0.25,
+        "the added latency of the misses, {miss_sum} s, must leave out the upstream's 500 ms"
+    );
+    let hit_sum = sample(&text, "cco_added_latency_seconds_sum{cache=\"hit\"}").unwrap();
+    assert!(
+        hit_sum > 0.0,
+        "a hit's added latency is its handler's time: {hit_sum}"
+    );
 }

@@ -669,6 +669,26 @@ fn client_disconnect_cancels_upstream() {
         total["tokens"]["input"], 11,
         "input tokens from message_start: {total}"
     );
+    // The final count of 20 comes with message_delta, after every text piece.
+    assert_eq!(
+        total["tokens"]["output"], 1,
+        "output tokens from message_start: {total}"
+    );
+
+    // The abandoned stream was not cached, so the same request goes upstream again.
+    let after = proxy.post_messages(&message_body("long story", true));
+    assert_eq!(
+        after.status,
+        200,
+        "status after the disconnect: {}",
+        after.text()
+    );
+    assert_eq!(after.header("x-cco-cache"), Some("miss"));
+    assert_eq!(
+        mock.request_count(),
+        2,
+        "requests that reached the upstream"
+    );
 }
 
 #[test]

@@ -2,12 +2,12 @@
 //! and `kill -9` under load. After each, the daemon keeps serving and loses nothing it
 //! promised to keep.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use cco_tests::daemon::{DaemonDirs, DaemonOptions, DaemonProcess};
-use cco_tests::{anthropic, http, MockUpstream, Reply};
+use cco_tests::{anthropic, http, openai, MockUpstream, Reply};
 
 const MODEL: &str = "claude-haiku-4-5";
 
@@ -35,6 +35,38 @@ fn stats(daemon: &DaemonProcess) -> serde_json::Value {
     let output = daemon.ctl(&["stats", "--json"]);
     assert!(output.status.success(), "ccoctl stats failed: {output:?}");
     serde_json::from_slice(&output.stdout).expect("stats JSON")
+}
+
+fn metrics(daemon: &DaemonProcess) -> String {
+    let response = http::send(daemon.addr, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.text()
+}
+
+/// Polls `/metrics` until it contains every line of `lines` or five seconds pass, and
+/// returns the last text read.
+fn wait_for_metrics(daemon: &DaemonProcess, lines: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics(daemon);
+        if lines.iter().all(|line| text.contains(line)) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls the stats until `total.requests` reaches `count` or five seconds pass, and returns
+/// the last `total` read.
+fn wait_for_recorded(daemon: &DaemonProcess, count: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let total = stats(daemon)["total"].clone();
+        if total["requests"].as_u64() >= Some(count) || Instant::now() > deadline {
+            return total;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Asserts that a plain request still succeeds.
@@ -256,5 +288,219 @@ fn connect_and_upgrade_are_rejected_at_once() {
         assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
     }
     assert_eq!(mock.request_count(), 0);
+    assert_serving(&daemon, &mock);
+}
+
+/// A listener on 127.0.0.1 that never accepts and whose accept queue is full, so a connect
+/// to it neither succeeds nor fails: Linux drops the SYNs to a listener with a full queue.
+#[cfg(target_os = "linux")]
+struct SilentListener {
+    addr: SocketAddr,
+    _listener: TcpListener,
+    /// The connections that fill the accept queue.
+    _fillers: Vec<TcpStream>,
+}
+
+#[cfg(target_os = "linux")]
+impl SilentListener {
+    fn start() -> Self {
+        use socket2::{Domain, Socket, Type};
+
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("TCP socket");
+        let local = SocketAddr::from(([127, 0, 0, 1], 0));
+        socket.bind(&local.into()).expect("bind 127.0.0.1:0");
+        // A backlog of 0 leaves room for a single connection in the accept queue.
+        socket.listen(0).expect("listen");
+        let listener: TcpListener = socket.into();
+        let addr = listener.local_addr().expect("local address");
+
+        let mut fillers = Vec::new();
+        let mut hung = false;
+        for _ in 0..8 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(stream) => fillers.push(stream),
+                Err(err) if err.kind() == ErrorKind::TimedOut => {
+                    hung = true;
+                    break;
+                }
+                Err(err) => panic!("connect to the silent listener failed: {err}"),
+            }
+        }
+        assert!(!fillers.is_empty(), "the accept queue took no connection");
+        assert!(
+            hung,
+            "connects still succeed after {} connections",
+            fillers.len()
+        );
+        Self {
+            addr,
+            _listener: listener,
+            _fillers: fillers,
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn slow_connect_gets_504() {
+    let silent = SilentListener::start();
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let options = DaemonOptions::new(&silent.base_url())
+        .openai_upstream(&mock.base_url())
+        .arg("--connect-timeout")
+        .arg("1");
+    let daemon = DaemonProcess::start(&dirs, &options);
+
+    for attempt in ["first", "second"] {
+        let started = Instant::now();
+        let response = post(&daemon, "never connects").unwrap();
+        let waited = started.elapsed();
+
+        assert_eq!(response.status, 504, "{attempt}: {}", response.text());
+        let body = response.json();
+        assert_eq!(body["type"], "error", "{attempt}: {body}");
+        assert_eq!(body["error"]["type"], "api_error", "{attempt}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&silent.base_url()),
+            "{attempt}: the message should name the upstream: {message:?}"
+        );
+        assert!(
+            message.contains("--connect-timeout"),
+            "{attempt}: the message should name the setting: {message:?}"
+        );
+        // The second request would be a hit if the first had stored anything.
+        assert_eq!(response.header("x-cco-cache"), Some("miss"), "{attempt}");
+        assert!(
+            waited >= Duration::from_millis(900),
+            "{attempt}: the 504 came after {waited:?}, before the 1 s connect timeout"
+        );
+        assert!(
+            waited < Duration::from_millis(3000),
+            "{attempt}: the 504 came after {waited:?}, not after the 1 s connect timeout"
+        );
+    }
+
+    let recorded = "cco_requests_total{provider=\"anthropic\",model=\"claude-haiku-4-5\",status=\"504\",cache=\"miss\"} 2\n";
+    let text = wait_for_metrics(&daemon, &[recorded]);
+    assert!(text.contains(recorded), "{text}");
+    assert!(text.contains("cco_cache_entries 0\n"), "{text}");
+    assert!(text.contains("cco_in_flight_requests 0\n"), "{text}");
+    let total = wait_for_recorded(&daemon, 2);
+    assert_eq!(total["requests"], 2, "{total}");
+    assert_eq!(total["errors"], 2, "{total}");
+
+    // The OpenAI upstream works, and the daemon still serves it.
+    mock.push_reply(Reply::json(
+        200,
+        openai::chat_completion_json("gpt-4o", "fine", openai::usage(3, 1)),
+    ));
+    let chat = serde_json::json!({
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "still there?"}],
+    });
+    let response = http::send(
+        daemon.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "Bearer sk-resilience")],
+        chat.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(mock.request_count(), 1);
+    let status = daemon.ctl(&["status"]);
+    assert!(status.status.success(), "ccoctl status failed: {status:?}");
+}
+
+#[test]
+fn disconnect_during_body_sends_nothing() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    let full = body("half a body");
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: {}\r\nx-api-key: sk-ant-resilience\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        daemon.addr,
+        full.len()
+    );
+    let mut socket = TcpStream::connect(daemon.addr).unwrap();
+    socket.write_all(head.as_bytes()).unwrap();
+    socket.write_all(&full[..full.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(socket);
+
+    let idle = ["cco_in_flight_requests 0\n", "cco_open_connections 1\n"];
+    let text = wait_for_metrics(&daemon, &idle);
+    for line in idle {
+        assert!(text.contains(line), "{line} missing from {text}");
+    }
+    assert!(text.contains("cco_cache_entries 0\n"), "{text}");
+    assert_eq!(mock.request_count(), 0, "half a body must not be forwarded");
+
+    // The whole request afterwards finds no cache entry.
+    let response = post(&daemon, "half a body").unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-cco-cache"), Some("miss"));
+    assert_eq!(mock.request_count(), 1);
+    assert_serving(&daemon, &mock);
+    let total = wait_for_recorded(&daemon, 2);
+    assert_eq!(
+        total["requests"], 2,
+        "only the two complete requests are recorded: {total}"
+    );
+}
+
+#[test]
+fn disconnect_before_first_byte_cancels_upstream() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    mock.push_reply(
+        Reply::json(
+            200,
+            anthropic::message_json(MODEL, "too late", anthropic::usage(7, 2)),
+        )
+        .delay(Duration::from_secs(3)),
+    );
+    let full = body("waiting for the head");
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: {}\r\nx-api-key: sk-ant-resilience\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        daemon.addr,
+        full.len()
+    );
+    let mut socket = TcpStream::connect(daemon.addr).unwrap();
+    socket.write_all(head.as_bytes()).unwrap();
+    socket.write_all(&full).unwrap();
+    assert!(
+        mock.wait_for_requests(1, Duration::from_secs(5)),
+        "the request did not reach the upstream"
+    );
+    drop(socket);
+
+    assert!(
+        mock.wait_for_disconnects(1, Duration::from_secs(2)),
+        "the upstream connection stayed open after the client left"
+    );
+    let idle = wait_for_metrics(&daemon, &["cco_in_flight_requests 0\n"]);
+    assert!(idle.contains("cco_in_flight_requests 0\n"), "{idle}");
+    assert!(idle.contains("cco_cache_entries 0\n"), "{idle}");
+
+    // Nothing was stored, so the same request goes upstream again.
+    mock.push_reply(Reply::json(
+        200,
+        anthropic::message_json(MODEL, "in time", anthropic::usage(7, 2)),
+    ));
+    let response = post(&daemon, "waiting for the head").unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-cco-cache"), Some("miss"));
+    assert_eq!(mock.request_count(), 2);
     assert_serving(&daemon, &mock);
 }

@@ -119,6 +119,10 @@ pub struct RequestRecord {
     /// Records of hits from releases before it have none, so repricing keeps their savings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed: Option<ReplayedUsage>,
+    /// Time the proxy itself spent on the request, for the `cco_added_latency_seconds`
+    /// histogram. Not stored, so records keep their shape and a decoded record has 0.
+    #[serde(skip)]
+    pub added_latency_us: u64,
 }
 
 /// Usage of the original response that a cache hit replayed.
@@ -202,12 +206,12 @@ pub struct QueryRepriced {
 pub struct Flush;
 
 /// The Prometheus text of the counters since start, with the cache's figures and the
-/// in-flight gauge supplied by the caller.
+/// gauges supplied by the caller.
 #[derive(Message)]
 #[rtype(result = "String")]
 pub struct RenderMetrics {
     pub cache: Option<cco_proto::CacheStatsReply>,
-    pub in_flight: i64,
+    pub gauges: crate::metrics::GaugeValues,
 }
 
 impl Handler<RenderMetrics> for AnalyticsActor {
@@ -215,8 +219,7 @@ impl Handler<RenderMetrics> for AnalyticsActor {
 
     fn handle(&mut self, message: RenderMetrics, _: &mut Self::Context) -> String {
         self.drain();
-        self.metrics
-            .render(message.cache.as_ref(), message.in_flight)
+        self.metrics.render(message.cache.as_ref(), message.gauges)
     }
 }
 
@@ -597,6 +600,7 @@ mod tests {
             web_search_requests: 0,
             estimated: false,
             replayed: None,
+            added_latency_us: 0,
         }
     }
 
@@ -608,6 +612,14 @@ mod tests {
         let record: RequestRecord = serde_json::from_str(RECORD_FIXTURE).unwrap();
         assert_eq!(record.tokens.cache_write_1h, 40);
         assert_eq!(record.cost_nano_usd, Some(123_456));
+        assert_eq!(serde_json::to_string(&record).unwrap(), RECORD_FIXTURE);
+    }
+
+    #[test]
+    fn added_latency_is_not_stored() {
+        let mut record: RequestRecord = serde_json::from_str(RECORD_FIXTURE).unwrap();
+        assert_eq!(record.added_latency_us, 0);
+        record.added_latency_us = 42;
         assert_eq!(serde_json::to_string(&record).unwrap(), RECORD_FIXTURE);
     }
 

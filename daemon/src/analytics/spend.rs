@@ -70,6 +70,7 @@ mod tests {
             web_search_requests: 0,
             estimated: false,
             replayed: None,
+            added_latency_us: 0,
         }
     }
 

@@ -27,12 +27,12 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Recorder};
+use crate::analytics::{AnalyticsActor, CacheOutcome, Outcome, Recorder, RequestRecord};
 use crate::budgets::{self, Budgets, Reservation};
 use crate::cache::{CacheActor, CacheKey, CacheView, CachedResponse, KeyParts, Lookup, Peek};
 use crate::config::Secret;
 use crate::limits::{RateLimits, Scope};
-use crate::metrics::{InFlight, InFlightGauge};
+use crate::metrics::{Gauge, GaugeGuard};
 use crate::pricing::PriceTable;
 use relay::{CacheTarget, Observer, RecordDraft, Relay};
 use upstream::{error_response, ApiKind, Endpoint, Router, Upstream};
@@ -65,7 +65,12 @@ pub struct ProxyState {
     /// `None` when `[budgets]` sets no limit.
     pub budgets: Option<Arc<Budgets>>,
     /// Requests in progress, for the metrics.
-    pub in_flight: Arc<InFlightGauge>,
+    pub in_flight: Arc<Gauge>,
+    /// Event streams being relayed from an upstream, for the metrics.
+    pub open_streams: Arc<Gauge>,
+    /// Client connections open to the proxy port, counted by guards that `on_connect`
+    /// stores with each connection.
+    pub open_connections: Arc<Gauge>,
 }
 
 /// Request header that carries the proxy's access token, as an alternative to
@@ -235,10 +240,20 @@ pub async fn handle(
         &upstream_path_and_query,
         injected_key,
     );
+    let before_send = started.elapsed();
+    // NOTE: a client that leaves before the upstream's response head arrives drops this
+    // future, which releases the reservation but writes no record of the request.
     let response = match outgoing.send_body(body).await {
         Ok(response) => response,
-        Err(err) => return upstream_failure(&state, upstream, draft, &err),
+        Err(err) => {
+            let failure = Failure {
+                before_send,
+                failed_at: Instant::now(),
+            };
+            return upstream_failure(&state, upstream, draft, &err, failure);
+        }
     };
+    let head_at = Instant::now();
     let target = key.zip(cache).map(|(key, cache)| (cache.clone(), key));
     let exchange = Exchange {
         head_request: request.method() == Method::HEAD,
@@ -246,6 +261,8 @@ pub async fn handle(
         target,
         in_flight,
         reservation,
+        before_send,
+        head_at,
     };
     relay_response(&state, response, draft, exchange)
 }
@@ -257,9 +274,13 @@ struct Exchange {
     endpoint: Endpoint,
     /// Cache and key under which a complete 2xx response is stored.
     target: Option<(Addr<CacheActor>, CacheKey)>,
-    in_flight: InFlight,
+    in_flight: GaugeGuard,
     /// Budget reservation, settled when the response ends.
     reservation: Option<Reservation>,
+    /// Time from the request's arrival until the upstream request was sent.
+    before_send: Duration,
+    /// Time at which the upstream response head arrived.
+    head_at: Instant,
 }
 
 /// Sends the upstream's response to the client as it arrives, with an [`Observer`] that
@@ -276,6 +297,8 @@ fn relay_response(
         target,
         in_flight,
         reservation,
+        before_send,
+        head_at,
     } = exchange;
     let status = response.status();
     let is_stream = response
@@ -343,6 +366,14 @@ fn relay_response(
     )
     .counted_by(in_flight)
     .reserved(reservation);
+    let mut observer = if is_stream {
+        observer.counted_as_stream(state.open_streams.enter())
+    } else {
+        observer
+    };
+    // The clock stops here because the observer moves into the body. What remains before
+    // actix-web gets the head is wrapping the body, which allocates once.
+    observer.added_latency = before_send + head_at.elapsed();
     let relay = Relay::new(response, observer);
     match content_length {
         Some(length) => builder.body(SizedStream::new(length, relay)),
@@ -494,7 +525,8 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: &CachedResponse) -> H
     }
     builder.insert_header((CACHE_HEADER, "hit"));
 
-    let ttfb = draft.started.elapsed();
+    let started = draft.started;
+    let ttfb = started.elapsed();
     let mut record = draft.finish(&state.prices, hit.status, Outcome::Completed, None, ttfb);
     record.model_response = hit.model.clone();
     record.model_priced = hit.cost_nano_usd.and(hit.model.clone());
@@ -505,17 +537,25 @@ fn replay(state: &ProxyState, mut draft: RecordDraft, hit: &CachedResponse) -> H
         tokens: hit.tokens,
         web_search_requests: hit.web_search_requests,
     });
-    relay::submit(&state.recorder, record);
 
     let body = hit.body.clone();
-    if hit.is_stream {
+    let response = if hit.is_stream {
         // No content-length on a stream, as from the upstream.
         let body =
             futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
         builder.body(BodyStream::new(body))
     } else {
         builder.body(body)
-    }
+    };
+    submit_answered(state, record, started);
+    response
+}
+
+/// Submits the record of a request that the proxy responded to without the upstream, with
+/// the handler's whole time as the time the proxy added.
+fn submit_answered(state: &ProxyState, mut record: RequestRecord, started: Instant) {
+    record.added_latency_us = relay::micros(started.elapsed());
+    relay::submit(&state.recorder, record);
 }
 
 /// Rejects a request over a rate limit with 429 and `retry-after` in whole seconds, and
@@ -539,6 +579,7 @@ fn rate_limited(
         "rate limit of {limit} requests per minute for {scope} exceeded; retry in {retry_after} s \
          or raise [rate_limiting] max_requests_per_minute"
     );
+    let started = draft.started;
     let record = draft.finish(
         &state.prices,
         429,
@@ -546,7 +587,6 @@ fn rate_limited(
         None,
         Duration::ZERO,
     );
-    relay::submit(&state.recorder, record);
     let mut response = error_response(
         kind,
         StatusCode::TOO_MANY_REQUESTS,
@@ -557,6 +597,7 @@ fn rate_limited(
         HeaderName::from_static("retry-after"),
         HeaderValue::from(retry_after),
     );
+    submit_answered(state, record, started);
     response
 }
 
@@ -595,6 +636,7 @@ fn budget_rejected(
     rejection: &budgets::Rejection,
 ) -> HttpResponse {
     let cache_outcome = draft.cache;
+    let started = draft.started;
     let record = draft.finish(
         &state.prices,
         429,
@@ -602,7 +644,6 @@ fn budget_rejected(
         None,
         Duration::ZERO,
     );
-    relay::submit(&state.recorder, record);
     let mut response = error_response(
         kind,
         StatusCode::TOO_MANY_REQUESTS,
@@ -620,7 +661,15 @@ fn budget_rejected(
             HeaderValue::from(seconds),
         );
     }
+    submit_answered(state, record, started);
     response
+}
+
+/// Timing of an upstream request that failed before its response head arrived.
+struct Failure {
+    /// Time from the request's arrival until the upstream request was sent.
+    before_send: Duration,
+    failed_at: Instant,
 }
 
 /// Responds to a request whose upstream could not be reached: 504 for a timeout, 502 for the
@@ -630,6 +679,7 @@ fn upstream_failure(
     upstream: &Upstream,
     draft: RecordDraft,
     err: &SendRequestError,
+    failure: Failure,
 ) -> HttpResponse {
     let base = &upstream.base_url;
     let setting = &upstream.base_url_setting;
@@ -651,19 +701,21 @@ fn upstream_failure(
         "upstream request failed");
     let cache_outcome = draft.cache;
     let ttfb = Duration::ZERO;
-    let record = draft.finish(
+    let mut record = draft.finish(
         &state.prices,
         status.as_u16(),
         Outcome::UpstreamFailed,
         None,
         ttfb,
     );
-    relay::submit(&state.recorder, record);
     let mut response = error_response(upstream.kind, status, "api_error", &message);
     response.headers_mut().insert(
         HeaderName::from_static(CACHE_HEADER),
         HeaderValue::from_static(cache_outcome.as_header_value()),
     );
+    // The wait for the upstream is not the proxy's time, but building the error response is.
+    record.added_latency_us = relay::micros(failure.before_send + failure.failed_at.elapsed());
+    relay::submit(&state.recorder, record);
     response
 }
 
@@ -696,7 +748,11 @@ pub async fn metrics(state: web::Data<ProxyState>) -> HttpResponse {
     };
     let message = crate::analytics::RenderMetrics {
         cache,
-        in_flight: state.in_flight.value(),
+        gauges: crate::metrics::GaugeValues {
+            in_flight_requests: state.in_flight.value(),
+            open_streams: state.open_streams.value(),
+            open_connections: state.open_connections.value(),
+        },
     };
     match state.analytics.send(message).await {
         Ok(mut text) => {

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::analytics::{CacheOutcome, Outcome, Recorder, RequestRecord};
 use crate::budgets::Reservation;
 use crate::cache::{CacheActor, CacheKey, CacheView, CachedResponse, Store};
-use crate::metrics::InFlight;
+use crate::metrics::GaugeGuard;
 use crate::pricing::PriceTable;
 use crate::sse::SseParser;
 use crate::usage::{StreamTracker, Usage, UsageFormat};
@@ -80,6 +80,7 @@ impl RecordDraft {
             web_search_requests: usage.web_search_requests,
             estimated: usage.estimated,
             replayed: None,
+            added_latency_us: 0,
         }
     }
 }
@@ -121,8 +122,13 @@ pub struct Observer {
     /// Body bytes relayed so far.
     pub received_bytes: u64,
     first_byte_at: Option<Instant>,
+    /// Time the proxy spent on the request before the upstream request was sent and after
+    /// the upstream response head arrived, recorded for the metrics.
+    pub added_latency: Duration,
     /// Keeps the request counted as in flight until the body ends.
-    in_flight: Option<InFlight>,
+    in_flight: Option<GaugeGuard>,
+    /// Keeps an event stream counted as open until it ends.
+    open_stream: Option<GaugeGuard>,
     /// Budget reservation of the request, settled with its cost when the body ends.
     reservation: Option<Reservation>,
 }
@@ -172,14 +178,22 @@ impl Observer {
             declared_length,
             received_bytes: 0,
             first_byte_at: None,
+            added_latency: Duration::ZERO,
             in_flight: None,
+            open_stream: None,
             reservation: None,
         }
     }
 
     /// Counts the request as in flight until the relay finishes.
-    pub fn counted_by(mut self, guard: InFlight) -> Self {
+    pub fn counted_by(mut self, guard: GaugeGuard) -> Self {
         self.in_flight = Some(guard);
+        self
+    }
+
+    /// Counts the response as an open stream until the relay finishes.
+    pub fn counted_as_stream(mut self, guard: GaugeGuard) -> Self {
+        self.open_stream = Some(guard);
         self
     }
 
@@ -269,6 +283,7 @@ impl Observer {
         let mut record = self
             .draft
             .finish(&self.prices, self.status, outcome, usage, ttfb);
+        record.added_latency_us = micros(self.added_latency);
         if usage_missing {
             record.usage_missing = true;
             record.cost_nano_usd = None;
