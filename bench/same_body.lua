@@ -7,6 +7,15 @@ wrk.headers["anthropic-version"] = "2023-06-01"
 wrk.headers["x-api-key"] = "sk-ant-bench-key"
 wrk.body = '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"the same question"}]}'
 
+-- With BENCH_DELAY_MS set, each connection waits that many milliseconds after each
+-- response, which holds the load below what the server under test sustains.
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pause then
+  function delay()
+    return pause
+  end
+end
+
 -- Reports what wrk's own summary leaves out: p99.9 latency and the request count.
 function done(summary, latency, requests)
   io.write(string.format("p999_us %d\n", latency:percentile(99.9)))

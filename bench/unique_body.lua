@@ -23,6 +23,15 @@ function request()
   return wrk.format(nil, "/v1/messages", nil, body)
 end
 
+-- With BENCH_DELAY_MS set, each connection waits that many milliseconds after each
+-- response, which holds the load below what the server under test sustains.
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pause then
+  function delay()
+    return pause
+  end
+end
+
 -- Reports what wrk's own summary leaves out: p99.9 latency and the request count.
 function done(summary, latency, requests)
   io.write(string.format("p999_us %d\n", latency:percentile(99.9)))
