@@ -5,7 +5,11 @@ wrk.path = "/v1/messages"
 wrk.headers["content-type"] = "application/json"
 wrk.headers["anthropic-version"] = "2023-06-01"
 wrk.headers["x-api-key"] = "sk-ant-bench-key"
-wrk.body = '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"the same question"}]}'
+-- BENCH_BODY_KB adds that many KiB of words to the message, for a body the size of a coding
+-- agent's requests.
+local filler = string.rep("context ", 128 * (tonumber(os.getenv("BENCH_BODY_KB") or "") or 0))
+wrk.body = '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"the same question '
+  .. filler .. '"}]}'
 
 -- With BENCH_DELAY_MS set, each connection waits that many milliseconds after each
 -- response, which holds the load below what the server under test sustains.

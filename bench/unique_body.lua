@@ -15,11 +15,15 @@ function init(args)
   wrk.headers["x-api-key"] = "sk-ant-bench-key"
 end
 
+-- BENCH_BODY_KB adds that many KiB of words to each message, for bodies the size of a
+-- coding agent's requests.
+local filler = string.rep("context ", 128 * (tonumber(os.getenv("BENCH_BODY_KB") or "") or 0))
+
 function request()
   sequence = sequence + 1
   local body = string.format(
-    '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"bench %d-%d"}]}',
-    thread_id, sequence)
+    '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"bench %d-%d %s"}]}',
+    thread_id, sequence, filler)
   return wrk.format(nil, "/v1/messages", nil, body)
 end
 

@@ -322,6 +322,26 @@ async fn wait_for_signal() -> &'static str {
     }
 }
 
+/// Opens upstream TCP connections with Nagle's algorithm off. awc writes a request's head
+/// and body separately, and with Nagle's algorithm the body of a large request waits for
+/// the upstream's delayed ACK of the head.
+fn upstream_tcp_connector() -> impl actix_service::Service<
+    actix_tls::connect::ConnectInfo<awc::http::Uri>,
+    Response = actix_tls::connect::Connection<awc::http::Uri, actix_rt::net::TcpStream>,
+    Error = actix_tls::connect::ConnectError,
+> + Clone {
+    use actix_service::ServiceExt as _;
+    let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::default()).service();
+    tcp.map(
+        |connection: actix_tls::connect::Connection<awc::http::Uri, actix_rt::net::TcpStream>| {
+            if let Err(error) = connection.io_ref().set_nodelay(true) {
+                tracing::debug!(actor = "proxy", %error, "cannot turn Nagle's algorithm off on an upstream connection");
+            }
+            connection
+        },
+    )
+}
+
 fn bind_http(
     config: &Config,
     state: web::Data<ProxyState>,
@@ -338,6 +358,7 @@ fn bind_http(
     let open_connections = state.open_connections.clone();
     let server = HttpServer::new(move || {
         let connector = awc::Connector::new()
+            .connector(upstream_tcp_connector())
             .rustls_0_23(tls.clone())
             .timeout(connect_timeout)
             .limit(upstream_connections);
@@ -359,6 +380,9 @@ fn bind_http(
     .on_connect(move |_, extensions| {
         extensions.insert(open_connections.enter());
     })
+    // Responses are written as head and body; with Nagle's algorithm the body could wait
+    // for the client's delayed ACK of the head.
+    .tcp_nodelay(true)
     .workers(workers)
     // actix-web counts connections per worker thread.
     .max_connections(config.max_connections.div_ceil(workers))
