@@ -15,8 +15,9 @@ use crate::commands::update::UpdateArgs;
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  ccod returned an error reply, whose kind and message are printed, or the exchange
-     failed: a timeout, a connection closed mid-reply or a reply that could not be read
+  1  ccod returned an error reply, whose kind and message are printed, the exchange
+     failed: a timeout, a connection closed mid-reply or a reply that could not be read,
+     or 'stats --csv' found analytics off in ccod
   2  bad usage: an unknown flag, an invalid --since or --until value, a reversed range,
      or no socket path because no home directory is known
   3  ccod is not running: no socket at the path, or the connection was refused

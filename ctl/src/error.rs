@@ -88,6 +88,15 @@ pub enum CtlError {
     /// The daemon received the request and replied with an error.
     #[error("ccod returned an error ({}): {message}", kind_name(*kind))]
     Daemon { kind: ErrorKind, message: String },
+
+    /// The daemon records no requests, so an output that consists only of records, such as
+    /// `--csv`, has nothing to show.
+    #[error(
+        "analytics are off in ccod (--no-analytics or [analytics] enabled = false), so it \
+         records no requests and {output} has no rows to print: use --json, whose \
+         analytics_enabled is false, or restart ccod with analytics on"
+    )]
+    AnalyticsOff { output: &'static str },
 }
 
 impl CtlError {
@@ -103,7 +112,8 @@ impl CtlError {
             | CtlError::ClosedWithoutReply { .. }
             | CtlError::TruncatedReply { .. }
             | CtlError::InvalidReply { .. }
-            | CtlError::Daemon { .. } => EXIT_FAILURE,
+            | CtlError::Daemon { .. }
+            | CtlError::AnalyticsOff { .. } => EXIT_FAILURE,
         }
     }
 }
@@ -174,6 +184,7 @@ mod tests {
                 1,
             ),
             (CtlError::ClosedWithoutReply { socket: socket() }, 1),
+            (CtlError::AnalyticsOff { output: "--csv" }, 1),
             (
                 CtlError::InvalidReply {
                     socket: socket(),

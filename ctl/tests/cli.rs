@@ -207,6 +207,7 @@ mod with_fake_daemon {
             cache_entries: 12,
             cache_bytes: 2048,
             requests_served: 56_789,
+            analytics_enabled: true,
         }
     }
 
@@ -250,6 +251,7 @@ mod with_fake_daemon {
             until_unix_ms: None,
             group_by: cco_proto::GroupBy::Model,
             repriced: false,
+            analytics_enabled: true,
             total,
             rows: vec![
                 GroupTotals {
@@ -285,6 +287,7 @@ mod with_fake_daemon {
         assert!(text.contains("data dir:        /var/lib/cco\n"), "{text}");
         assert!(text.contains("enabled, 12 entries, 2.0 KiB"), "{text}");
         assert!(text.contains("requests served: 56,789\n"), "{text}");
+        assert!(text.contains("analytics:       enabled\n"), "{text}");
 
         let requests = daemon.requests();
         assert_eq!(requests.len(), 1);
@@ -385,6 +388,64 @@ mod with_fake_daemon {
             panic!("expected a stats request, got {:?}", requests[0].request);
         };
         assert_eq!(query.group_by, cco_proto::GroupBy::Day);
+    }
+
+    /// The reply of a daemon that runs with `--no-analytics`.
+    fn analytics_off_reply() -> StatsReply {
+        StatsReply {
+            analytics_enabled: false,
+            total: UsageTotals::default(),
+            rows: Vec::new(),
+            ..stats_reply()
+        }
+    }
+
+    #[test]
+    fn stats_says_analytics_off() {
+        // --reprice and --by too: a reply without records must not read as ignoring them.
+        let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(analytics_off_reply()))]);
+        let output = run_ctl(&daemon.socket, &["stats", "--reprice", "--by", "day"]);
+        let text = stdout(&output);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert!(
+            text.starts_with(
+                "analytics are off (--no-analytics or [analytics] enabled = false): no \
+                 requests are recorded\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("requests:"), "{text}");
+        assert!(!text.contains('$'), "{text}");
+    }
+
+    #[test]
+    fn stats_json_carries_analytics_off() {
+        let reply = analytics_off_reply();
+        let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(reply.clone()))]);
+        let output = run_ctl(&daemon.socket, &["stats", "--json"]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let text = stdout(&output);
+        assert!(
+            text.contains("\n  \"analytics_enabled\": false,\n"),
+            "{text}"
+        );
+        let printed: StatsReply = serde_json::from_str(&text).unwrap();
+        assert_eq!(printed, reply);
+    }
+
+    #[test]
+    fn stats_csv_fails_with_analytics_off() {
+        let daemon = FakeDaemon::start(vec![Reply::Frame(Response::Stats(analytics_off_reply()))]);
+        let output = run_ctl(&daemon.socket, &["stats", "--csv"]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(stdout(&output).is_empty(), "no CSV header is printed");
+        assert!(
+            message.starts_with("error: analytics are off in ccod"),
+            "{message}"
+        );
+        assert!(message.contains("--csv has no rows to print"), "{message}");
+        assert!(message.contains("use --json"), "{message}");
     }
 
     #[test]

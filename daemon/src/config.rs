@@ -20,7 +20,8 @@ pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com";
 pub const OPENAI_PREFIX: &str = "/openai";
 
 /// Command-line flags of `ccod`. Each flag except `--config` and `--test-config` also reads a
-/// `CCO_*` environment variable and a key of the same name (with `_`) in `config.toml`.
+/// `CCO_*` environment variable and a key of the same name (with `_`) in `config.toml`, except
+/// `--no-analytics`, whose key is `enabled` in the `[analytics]` section.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
     name = "ccod",
@@ -63,6 +64,12 @@ pub struct Args {
     #[arg(long, env = "CCO_NO_CACHE", num_args = 0..=1, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]
     pub no_cache: Option<bool>,
+
+    /// Write no per-request analytics records or daily rollups to the data directory. The
+    /// /metrics counters work as before. Cannot be combined with [budgets] limits
+    #[arg(long, env = "CCO_NO_ANALYTICS", num_args = 0..=1, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_analytics: Option<bool>,
 
     /// Base URL of the Anthropic API [default: https://api.anthropic.com]
     #[arg(long, env = "CCO_ANTHROPIC_BASE_URL", value_name = "URL")]
@@ -140,6 +147,7 @@ struct FileConfig {
     client_timeout: Option<u64>,
     proxy: Option<ProxySection>,
     rate_limiting: Option<RateLimitSection>,
+    analytics: Option<AnalyticsSection>,
     updates: Option<UpdatesSection>,
     budgets: Option<BudgetsSection>,
     #[serde(default)]
@@ -178,6 +186,14 @@ struct RateLimitSection {
     enabled: bool,
     max_requests_per_minute: Option<u32>,
     burst_size: Option<u32>,
+}
+
+/// `[analytics]` in `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalyticsSection {
+    /// False is `--no-analytics`.
+    enabled: Option<bool>,
 }
 
 /// `[budgets]` in `config.toml`. Amounts are USD, as a number or a decimal string.
@@ -255,6 +271,9 @@ pub struct Config {
     pub socket_path: PathBuf,
     pub cache_enabled: bool,
     pub cache_size_mb: u64,
+    /// Writes a record of every request, and the daily rollups, to the data directory.
+    /// When false, requests are only counted in memory for `/metrics` and `ccoctl status`.
+    pub analytics_enabled: bool,
     pub cache_ttl: Duration,
     /// Base URL without a trailing slash.
     pub anthropic_base_url: String,
@@ -373,6 +392,16 @@ pub enum ConfigError {
         path: PathBuf,
         error: Box<PriceError>,
     },
+    #[error(
+        "[budgets] sets limits, which are checked against the recorded spend, but analytics \
+         are off ({turned_off_by}), so no spend is recorded: remove the limits from [budgets] \
+         or turn analytics on"
+    )]
+    BudgetsWithoutAnalytics {
+        /// The setting that turned analytics off, such as `[analytics] enabled = false in
+        /// /etc/cco/config.toml`.
+        turned_off_by: String,
+    },
 }
 
 impl Config {
@@ -400,6 +429,25 @@ impl Config {
             })?,
         };
 
+        let analytics_enabled = match args.no_analytics {
+            Some(no_analytics) => !no_analytics,
+            None => file
+                .analytics
+                .and_then(|section| section.enabled)
+                .unwrap_or(true),
+        };
+        let budgets = parse_budgets(file.budgets.unwrap_or_default())?;
+        if budgets.is_some() && !analytics_enabled {
+            let turned_off_by = match (args.no_analytics, &config_file) {
+                (Some(true), _) => "--no-analytics or CCO_NO_ANALYTICS".to_owned(),
+                (_, Some(path)) => {
+                    format!("[analytics] enabled = false in {}", path.display())
+                }
+                (_, None) => "[analytics] enabled = false".to_owned(),
+            };
+            return Err(ConfigError::BudgetsWithoutAnalytics { turned_off_by });
+        }
+
         let providers = parse_providers(file.providers, config_file.as_deref())?;
         let price_overrides =
             parse_price_overrides(file.prices, config_file.as_deref(), &providers)?;
@@ -415,6 +463,7 @@ impl Config {
             socket_path,
             cache_enabled: !args.no_cache.or(file.no_cache).unwrap_or(false),
             cache_size_mb: args.cache_size.or(file.cache_size).unwrap_or(500),
+            analytics_enabled,
             cache_ttl: Duration::from_secs(args.cache_ttl.or(file.cache_ttl).unwrap_or(3600)),
             anthropic_base_url: normalize_base_url(
                 "anthropic_base_url",
@@ -484,7 +533,7 @@ impl Config {
                     .unwrap_or_default(),
             )?,
             rate_limit: parse_rate_limit(file.rate_limiting)?,
-            budgets: parse_budgets(file.budgets.unwrap_or_default())?,
+            budgets,
             updates: parse_updates(file.updates.unwrap_or_default())?,
         };
         config.validate()?;
@@ -594,6 +643,7 @@ impl Config {
             access_tokens: String,
             rate_limiting: String,
             budgets: String,
+            analytics: ShownAnalytics,
             updates: ShownUpdates<'a>,
             // Arrays of tables come last, because TOML allows no plain key after one.
             providers: Vec<ShownProvider<'a>>,
@@ -606,6 +656,10 @@ impl Config {
             api_key_env: &'a str,
             api_key: &'a str,
             priced_models: usize,
+        }
+        #[derive(Serialize)]
+        struct ShownAnalytics {
+            enabled: bool,
         }
         #[derive(Serialize)]
         struct ShownUpdates<'a> {
@@ -664,6 +718,9 @@ impl Config {
                 .budgets
                 .as_ref()
                 .map_or_else(|| "off".to_owned(), describe_budgets),
+            analytics: ShownAnalytics {
+                enabled: self.analytics_enabled,
+            },
             updates: ShownUpdates {
                 feed_url: &updates.feed_url,
                 channel: updates.channel.as_str(),
@@ -1421,6 +1478,131 @@ mod tests {
             !err.contains("sk-ant-api03-secret"),
             "the key leaked: {err}"
         );
+    }
+
+    #[test]
+    fn analytics_on_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(&args_with_file(dir.path(), "")).unwrap();
+        assert!(config.analytics_enabled);
+        let shown = config.to_redacted_toml();
+        assert!(shown.contains("[analytics]\nenabled = true\n"), "{shown}");
+    }
+
+    /// Flag, environment and file in every order of precedence. Only this test parses the
+    /// process environment for `CCO_NO_ANALYTICS`, so no other test reads the variable.
+    #[test]
+    fn no_analytics_flag_env_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = "[analytics]\nenabled = false\n";
+        let on = "[analytics]\nenabled = true\n";
+        let cases: [(&[&str], Option<&str>, &str, bool); 12] = [
+            (&[], None, "", true),
+            (&[], None, "[analytics]\n", true),
+            (&[], None, on, true),
+            (&[], None, off, false),
+            (&["--no-analytics"], None, "", false),
+            (&["--no-analytics"], None, on, false),
+            (&["--no-analytics=false"], None, off, true),
+            (&[], Some("1"), "", false),
+            (&[], Some("true"), on, false),
+            (&[], Some("false"), off, true),
+            (&["--no-analytics=false"], Some("true"), "", true),
+            (&["--no-analytics"], Some("false"), "", false),
+        ];
+        for (flags, env, file, expected) in cases {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, file).unwrap();
+            match env {
+                Some(value) => std::env::set_var("CCO_NO_ANALYTICS", value),
+                None => std::env::remove_var("CCO_NO_ANALYTICS"),
+            }
+            let mut argv = vec!["ccod".to_owned(), "--config".to_owned()];
+            argv.push(path.display().to_string());
+            argv.push("--data-dir".to_owned());
+            argv.push(dir.path().join("data").display().to_string());
+            argv.push("--socket".to_owned());
+            argv.push(dir.path().join("ccod.sock").display().to_string());
+            argv.extend(flags.iter().map(|flag| (*flag).to_owned()));
+            let parsed = Args::try_parse_from(&argv);
+            std::env::remove_var("CCO_NO_ANALYTICS");
+            let case = format!("flags {flags:?}, CCO_NO_ANALYTICS {env:?}, file {file:?}");
+            let config = Config::resolve(&parsed.expect(&case)).expect(&case);
+            assert_eq!(config.analytics_enabled, expected, "{case}");
+            let shown = config.to_redacted_toml();
+            let line = format!("[analytics]\nenabled = {expected}\n");
+            assert!(shown.contains(&line), "{case}: {shown}");
+        }
+    }
+
+    #[test]
+    fn analytics_section_rejects_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, expected) in [
+            ("[analytics]\nenabled = \"no\"", "enabled"),
+            ("[analytics]\nrecords = false", "unknown field `records`"),
+            ("no_analytics = true", "unknown field `no_analytics`"),
+        ] {
+            let err = Config::resolve(&args_with_file(dir.path(), text))
+                .map(|_| ())
+                .expect_err(text);
+            assert!(matches!(err, ConfigError::Parse { .. }), "{text}: {err}");
+            let message = err.to_string();
+            assert!(message.contains(expected), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn budgets_need_analytics() {
+        let dir = tempfile::tempdir().unwrap();
+        let budgets = "[budgets]\ndaily_usd = 5\n";
+        let credential_budget =
+            "[[budgets.credentials]]\ncredential = \"0123456789ab\"\nmonthly_usd = 1\n";
+        for text in [budgets, credential_budget] {
+            let args = args_with_file(dir.path(), &format!("[analytics]\nenabled = false\n{text}"));
+            let path = args.config.clone().unwrap();
+            let err = Config::resolve(&args).map(|_| ()).expect_err(text);
+            assert!(
+                matches!(err, ConfigError::BudgetsWithoutAnalytics { .. }),
+                "{text}: {err:?}"
+            );
+            let message = err.to_string();
+            let setting = format!("[analytics] enabled = false in {}", path.display());
+            assert!(message.contains(&setting), "{message}");
+            assert!(message.starts_with("[budgets] sets limits"), "{message}");
+            assert!(
+                message.ends_with("remove the limits from [budgets] or turn analytics on"),
+                "{message}"
+            );
+
+            let mut args = args_with_file(dir.path(), text);
+            args.no_analytics = Some(true);
+            let message = Config::resolve(&args)
+                .map(|_| ())
+                .expect_err(text)
+                .to_string();
+            assert!(
+                message.contains("(--no-analytics or CCO_NO_ANALYTICS)"),
+                "{message}"
+            );
+        }
+
+        // A [budgets] section without limits needs no recorded spend.
+        let mut args = args_with_file(dir.path(), "[budgets]\n");
+        args.no_analytics = Some(true);
+        let config = Config::resolve(&args).unwrap();
+        assert!(!config.analytics_enabled);
+        assert!(config.budgets.is_none());
+
+        // The flag turning analytics back on lifts the conflict with the file.
+        let mut args = args_with_file(
+            dir.path(),
+            &format!("[analytics]\nenabled = false\n{budgets}"),
+        );
+        args.no_analytics = Some(false);
+        let config = Config::resolve(&args).unwrap();
+        assert!(config.analytics_enabled);
+        assert!(config.budgets.is_some());
     }
 
     #[test]

@@ -140,8 +140,17 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         })?;
 
     let mut arbiters = Vec::new();
-    let analytics_actor = AnalyticsActor::new(&db, config.analytics_flush_interval)
-        .context("cannot read the analytics store")?;
+    let analytics_actor = if config.analytics_enabled {
+        AnalyticsActor::new(&db, config.analytics_flush_interval)
+            .context("cannot read the analytics store")?
+    } else {
+        // The trees are not opened, so records of earlier runs stay as they are.
+        info!(
+            actor = "analytics",
+            "analytics are off: requests are counted for /metrics and not recorded"
+        );
+        AnalyticsActor::metrics_only()
+    };
     let budgets = load_budgets(&config, &analytics_actor)?;
     let analytics_queue = analytics_actor.queue();
     let arbiter = Arbiter::new();
@@ -237,7 +246,8 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 
     info!(actor = "proxy", addr = %http_addr, tls = config.tls.is_some(),
         upstream = %config.anthropic_base_url, openai_upstream = %config.openai_base_url,
-        providers = config.providers.len(), cache = config.cache_enabled, "listening");
+        providers = config.providers.len(), cache = config.cache_enabled,
+        analytics = config.analytics_enabled, "listening");
     service_notify::ready();
     Ok(Daemon {
         http_addr,

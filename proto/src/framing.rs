@@ -319,6 +319,7 @@ mod tests {
                 cache_entries: 2,
                 cache_bytes: 300,
                 requests_served: 9,
+                analytics_enabled: false,
             }),
             Response::Stats(StatsReply {
                 since_unix_ms: Some(1),
@@ -345,6 +346,7 @@ mod tests {
                 },
                 group_by: GroupBy::Day,
                 repriced: true,
+                analytics_enabled: true,
                 rows: vec![GroupTotals {
                     group: "2026-12-01".into(),
                     priced: true,
@@ -368,6 +370,16 @@ mod tests {
                         resets_unix_ms: 1_767_225_600_000,
                     },
                 ],
+            }),
+            Response::Stats(StatsReply {
+                since_unix_ms: None,
+                until_unix_ms: None,
+                group_by: GroupBy::Model,
+                repriced: false,
+                analytics_enabled: false,
+                total: UsageTotals::default(),
+                rows: Vec::new(),
+                budgets: Vec::new(),
             }),
             Response::Pricing(PricingReply {
                 rows: vec![PriceRow {

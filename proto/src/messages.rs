@@ -195,6 +195,16 @@ pub struct StatusReply {
     pub cache_bytes: u64,
     /// Requests served since start, from the cache or upstream.
     pub requests_served: u64,
+    /// False when the daemon writes no request records (`--no-analytics`). Daemons before
+    /// this field always recorded, so a reply without it decodes as true.
+    #[serde(default = "default_analytics_enabled")]
+    pub analytics_enabled: bool,
+}
+
+/// Default of the `analytics_enabled` fields: daemons that do not send them record every
+/// request.
+fn default_analytics_enabled() -> bool {
+    true
 }
 
 /// Token counts of one class each. `input_tokens` excludes the cache classes, as the
@@ -298,6 +308,13 @@ pub struct StatsReply {
     /// True when the costs and savings were recomputed with the daemon's current prices.
     #[serde(default)]
     pub repriced: bool,
+    /// False when the daemon writes no request records (`--no-analytics`). The totals and
+    /// rows are then empty because nothing was counted, not because nothing was served.
+    /// Daemons before this field always recorded, so a reply without it decodes as true.
+    ///
+    /// NOTE: a `ccoctl` older than this field ignores it and shows such a reply as zeros.
+    #[serde(default = "default_analytics_enabled")]
+    pub analytics_enabled: bool,
     pub total: UsageTotals,
     /// One row per group and priced flag. Days are in time order, and the other groupings
     /// put the most expensive first. Releases before [`GroupBy`] named this `by_model`.
@@ -532,5 +549,17 @@ mod tests {
         assert_eq!(reply.total.budget_rejected, 0);
         assert_eq!(reply.total.rate_limited, 1);
         assert!(reply.budgets.is_empty());
+    }
+
+    #[test]
+    fn replies_before_analytics_flag_decode_enabled() {
+        let stats: StatsReply = serde_json::from_str(STATS_BEFORE_BUDGETS).unwrap();
+        assert!(stats.analytics_enabled);
+
+        let status = r#"{"version":"0.1.0","protocol":1,"pid":7,"uptime_secs":1,
+            "listen_addr":"127.0.0.1:8000","data_dir":"/tmp/cco","cache_enabled":true,
+            "cache_entries":0,"cache_bytes":0,"requests_served":3}"#;
+        let status: StatusReply = serde_json::from_str(status).unwrap();
+        assert!(status.analytics_enabled);
     }
 }

@@ -45,12 +45,13 @@ pub struct StatsArgs {
     #[arg(long)]
     pub reprice: bool,
 
-    /// Print the daemon's reply as JSON, money in integer nano-USD
+    /// Print the daemon's reply as JSON, money in integer nano-USD. "analytics_enabled" is
+    /// false when ccod records no requests, and the totals are then empty
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
 
     /// Print one CSV row per group after a header row, money as exact decimal USD. The cost
-    /// and savings of unpriced rows are empty
+    /// and savings of unpriced rows are empty. Fails when ccod records no requests
     #[arg(long)]
     pub csv: bool,
 }
@@ -81,6 +82,9 @@ pub fn run(client: &Client, args: &StatsArgs) -> Result<String, CtlError> {
         Response::Stats(reply) => reply,
         other => return Err(unexpected_reply(client, "stats", &other)),
     };
+    if !reply.analytics_enabled {
+        return render_analytics_off(args, &reply);
+    }
     check_reply(client, &query, &reply)?;
     if args.json {
         Ok(to_json(&reply))
@@ -88,6 +92,26 @@ pub fn run(client: &Client, args: &StatsArgs) -> Result<String, CtlError> {
         Ok(csv::render(&reply))
     } else {
         Ok(render(&reply))
+    }
+}
+
+/// Line that replaces the figures while ccod records no requests.
+const ANALYTICS_OFF: &str =
+    "analytics are off (--no-analytics or [analytics] enabled = false): no requests are recorded";
+
+/// Renders a reply of a daemon with analytics off. JSON carries `analytics_enabled: false`
+/// beside the empty totals. A CSV has only group rows, and a header without rows would
+/// read as a range without requests, so `--csv` fails instead.
+fn render_analytics_off(args: &StatsArgs, reply: &StatsReply) -> Result<String, CtlError> {
+    if args.json {
+        Ok(to_json(reply))
+    } else if args.csv {
+        Err(CtlError::AnalyticsOff { output: "--csv" })
+    } else {
+        Ok(format!(
+            "{ANALYTICS_OFF}\n'ccoctl status' and /metrics count the requests served since \
+             ccod started\n"
+        ))
     }
 }
 
@@ -423,6 +447,7 @@ mod tests {
             until_unix_ms: None,
             group_by: GroupBy::Model,
             repriced: false,
+            analytics_enabled: true,
             total,
             rows,
             budgets: Vec::new(),
@@ -638,6 +663,30 @@ saved by cache:        $0.0036
             .nth(1)
             .unwrap();
         assert!(unpriced_line.contains(" unpriced | unpriced |"), "{text}");
+    }
+
+    #[test]
+    fn analytics_off_replaces_figures() {
+        let off = StatsReply {
+            analytics_enabled: false,
+            ..reply(Vec::new())
+        };
+        let text = render_analytics_off(&args(None, None), &off).unwrap();
+        assert!(text.starts_with(&format!("{ANALYTICS_OFF}\n")), "{text}");
+        assert!(!text.contains("requests:"), "{text}");
+        assert!(!text.contains("$0.00"), "{text}");
+
+        let mut json_args = args(None, None);
+        json_args.json = true;
+        let json = render_analytics_off(&json_args, &off).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["analytics_enabled"], false, "{json}");
+
+        let mut csv_args = args(None, None);
+        csv_args.csv = true;
+        let error = render_analytics_off(&csv_args, &off).unwrap_err();
+        assert_eq!(error.exit_code(), crate::error::EXIT_FAILURE);
+        assert!(error.to_string().contains("--csv has no rows"), "{error}");
     }
 
     #[test]

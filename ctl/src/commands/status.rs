@@ -33,6 +33,11 @@ fn render(reply: &StatusReply, client: &Client) -> String {
     } else {
         "disabled".to_owned()
     };
+    let analytics = if reply.analytics_enabled {
+        "enabled"
+    } else {
+        "disabled (--no-analytics): requests are counted, not recorded"
+    };
     format_fields(&[
         ("version", reply.version.clone()),
         ("protocol", reply.protocol.to_string()),
@@ -41,6 +46,7 @@ fn render(reply: &StatusReply, client: &Client) -> String {
         ("listening on", reply.listen_addr.clone()),
         ("data dir", reply.data_dir.clone()),
         ("cache", cache),
+        ("analytics", analytics.to_owned()),
         ("requests served", format_count(reply.requests_served)),
         ("control socket", client.socket().display().to_string()),
     ])
@@ -52,7 +58,7 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    fn reply(cache_enabled: bool) -> StatusReply {
+    fn reply(cache_enabled: bool, analytics_enabled: bool) -> StatusReply {
         StatusReply {
             version: "0.1.0".into(),
             protocol: 1,
@@ -64,6 +70,7 @@ mod tests {
             cache_entries: 1_234,
             cache_bytes: 3 * 1024 * 1024,
             requests_served: 56_789,
+            analytics_enabled,
         }
     }
 
@@ -73,7 +80,7 @@ mod tests {
 
     #[test]
     fn status_renders_every_field() {
-        let text = render(&reply(true), &client());
+        let text = render(&reply(true, true), &client());
         let expected = "\
 version:         0.1.0
 protocol:        1
@@ -82,6 +89,7 @@ uptime:          1h 2m 5s
 listening on:    127.0.0.1:8000
 data dir:        /var/lib/cco
 cache:           enabled, 1,234 entries, 3.0 MiB
+analytics:       enabled
 requests served: 56,789
 control socket:  /tmp/ccod.sock
 ";
@@ -90,7 +98,20 @@ control socket:  /tmp/ccod.sock
 
     #[test]
     fn status_shows_disabled_cache() {
-        let text = render(&reply(false), &client());
+        let text = render(&reply(false, true), &client());
         assert!(text.contains("cache:           disabled\n"), "{text}");
+    }
+
+    #[test]
+    fn status_shows_disabled_analytics() {
+        let text = render(&reply(true, false), &client());
+        assert!(
+            text.contains(
+                "analytics:       disabled (--no-analytics): requests are counted, not \
+                 recorded\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("requests served: 56,789\n"), "{text}");
     }
 }

@@ -11,6 +11,10 @@
 //!
 //! Keys are the record time in milliseconds followed by a sequence number, both big-endian,
 //! so a time range is a key range. Values are JSON [`RequestRecord`]s.
+//!
+//! With analytics off ([`AnalyticsActor::metrics_only`]) the actor opens no tree. It counts
+//! each record for `/metrics` and the served total, then drops it, and replies to stats
+//! queries with `analytics_enabled` false.
 
 mod intake;
 mod query;
@@ -229,9 +233,9 @@ impl Handler<RenderMetrics> for AnalyticsActor {
 pub struct GetServed;
 
 pub struct AnalyticsActor {
-    tree: sled::Tree,
-    /// Daily totals of `tree`, see [`rollup`].
-    rollups: sled::Tree,
+    /// Trees that records are written to, or `None` when analytics are off.
+    store: Option<Store>,
+    /// Records not yet written; always empty when analytics are off.
     buffer: Vec<RequestRecord>,
     /// Records the workers queued and the actor has not taken yet.
     queue: Arc<Queue>,
@@ -243,6 +247,13 @@ pub struct AnalyticsActor {
     served: u64,
     flush_interval: Duration,
     metrics: crate::metrics::Metrics,
+}
+
+/// The sled trees of the analytics.
+struct Store {
+    tree: sled::Tree,
+    /// Daily totals of `tree`, see [`rollup`].
+    rollups: sled::Tree,
 }
 
 impl AnalyticsActor {
@@ -268,8 +279,7 @@ impl AnalyticsActor {
             "opened analytics store"
         );
         Ok(Self {
-            tree,
-            rollups,
+            store: Some(Store { tree, rollups }),
             buffer: Vec::new(),
             queue: Arc::default(),
             taken: Vec::new(),
@@ -279,6 +289,22 @@ impl AnalyticsActor {
             flush_interval,
             metrics: crate::metrics::Metrics::default(),
         })
+    }
+
+    /// Creates the actor for analytics off: it counts records for `/metrics` and
+    /// [`GetServed`] and writes nothing, so it needs no database.
+    pub fn metrics_only() -> Self {
+        Self {
+            store: None,
+            buffer: Vec::new(),
+            queue: Arc::default(),
+            taken: Vec::new(),
+            drain_pending: false,
+            next_sequence: 0,
+            served: 0,
+            flush_interval: Duration::ZERO,
+            metrics: crate::metrics::Metrics::default(),
+        }
     }
 
     /// The queue that a [`Recorder`] for this actor pushes into.
@@ -296,10 +322,13 @@ impl AnalyticsActor {
         self.taken = taken;
     }
 
-    /// Counts `record` and buffers it for the next write.
+    /// Counts `record` and, unless analytics are off, buffers it for the next write.
     fn accept(&mut self, record: RequestRecord) {
         self.served += 1;
         self.metrics.observe(&record);
+        if self.store.is_none() {
+            return;
+        }
         self.buffer.push(record);
         if self.buffer.len() >= MAX_BUFFERED {
             self.write_or_log();
@@ -309,6 +338,9 @@ impl AnalyticsActor {
     /// Writes the buffered records and adds them to their rollups in one transaction, so
     /// the two never disagree, then flushes sled.
     fn write_buffer(&mut self) -> Result<usize, sled::Error> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
         if self.buffer.is_empty() {
             return Ok(0);
         }
@@ -325,7 +357,7 @@ impl AnalyticsActor {
             .into_iter()
             .map(|(group, totals)| (group.key(), totals))
             .collect();
-        (&self.tree, &self.rollups)
+        (&store.tree, &store.rollups)
             .transaction(|(tree, rollups)| {
                 for (key, value) in &records {
                     tree.insert(&key[..], value.as_slice())?;
@@ -347,7 +379,7 @@ impl AnalyticsActor {
                     sled::Error::Unsupported("the analytics transaction aborted".to_owned())
                 }
             })?;
-        self.tree.flush()?;
+        store.tree.flush()?;
         let written = self.buffer.len();
         // The batch is durable now; only then may the records leave memory.
         self.buffer.clear();
@@ -363,6 +395,44 @@ impl AnalyticsActor {
         }
     }
 
+    /// Writes the buffer and returns the totals over the query's range, repriced with
+    /// `prices` when given. With analytics off, returns an empty reply with
+    /// `analytics_enabled` false.
+    fn query(
+        &mut self,
+        query: &StatsQuery,
+        prices: Option<&PriceTable>,
+    ) -> Result<StatsReply, String> {
+        self.drain();
+        self.write_buffer().map_err(|err| err.to_string())?;
+        let Some(store) = &self.store else {
+            return Ok(analytics_off_reply(query));
+        };
+        let reply = match prices {
+            Some(prices) => store.repriced_stats(query, prices),
+            None => store.stats(query),
+        };
+        reply.map_err(|err| err.to_string())
+    }
+}
+
+/// Returns the reply to a stats query while analytics are off: no totals, no rows, and
+/// `analytics_enabled` false, so that `ccoctl` prints that analytics are off instead of
+/// showing zeros as if no request had been served.
+fn analytics_off_reply(query: &StatsQuery) -> StatsReply {
+    StatsReply {
+        since_unix_ms: query.since_unix_ms,
+        until_unix_ms: query.until_unix_ms,
+        group_by: query.group_by,
+        repriced: false,
+        analytics_enabled: false,
+        total: UsageTotals::default(),
+        rows: Vec::new(),
+        budgets: Vec::new(),
+    }
+}
+
+impl Store {
     /// Totals over the query's range: whole days come from the rollups, and the partial
     /// days at either end from the records themselves.
     fn stats(&self, query: &StatsQuery) -> Result<StatsReply, sled::Error> {
@@ -495,6 +565,10 @@ impl Actor for AnalyticsActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.store.is_none() {
+            // Nothing to write; queries, metrics and drains take the queue themselves.
+            return;
+        }
         ctx.run_interval(self.flush_interval, |actor, _| {
             actor.drain();
             actor.write_or_log();
@@ -533,9 +607,7 @@ impl Handler<QueryStats> for AnalyticsActor {
     type Result = Result<StatsReply, String>;
 
     fn handle(&mut self, QueryStats(query): QueryStats, _: &mut Self::Context) -> Self::Result {
-        self.drain();
-        self.write_buffer().map_err(|err| err.to_string())?;
-        self.stats(&query).map_err(|err| err.to_string())
+        self.query(&query, None)
     }
 }
 
@@ -543,10 +615,7 @@ impl Handler<QueryRepriced> for AnalyticsActor {
     type Result = Result<StatsReply, String>;
 
     fn handle(&mut self, message: QueryRepriced, _: &mut Self::Context) -> Self::Result {
-        self.drain();
-        self.write_buffer().map_err(|err| err.to_string())?;
-        self.repriced_stats(&message.query, &message.prices)
-            .map_err(|err| err.to_string())
+        self.query(&message.query, Some(&message.prices))
     }
 }
 
@@ -723,6 +792,76 @@ mod tests {
         assert_eq!(records.len(), 2);
         arbiter.stop();
         arbiter.join().unwrap();
+    }
+
+    #[actix::test]
+    async fn metrics_only_counts_without_storing() {
+        let actor = AnalyticsActor::metrics_only();
+        let queue = actor.queue();
+        let arbiter = Arbiter::new();
+        let addr = AnalyticsActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        let recorder = Recorder::new(queue, addr.clone());
+        for time in [1000, 2000, 3000] {
+            recorder.submit(record(
+                time,
+                "claude-haiku-4-5",
+                Some(7),
+                CacheOutcome::Miss,
+            ));
+        }
+        addr.send(Record(record(
+            4000,
+            "claude-haiku-4-5",
+            None,
+            CacheOutcome::Hit,
+        )))
+        .await
+        .unwrap();
+
+        assert_eq!(addr.send(GetServed).await.unwrap(), 4);
+        let text = addr
+            .send(RenderMetrics {
+                cache: None,
+                gauges: crate::metrics::GaugeValues::default(),
+            })
+            .await
+            .unwrap();
+        let miss = "cco_requests_total{provider=\"anthropic\",model=\"claude-haiku-4-5\",\
+                    status=\"200\",cache=\"miss\"} 3\n";
+        assert!(text.contains(miss), "{text}");
+
+        let query = StatsQuery {
+            since_unix_ms: Some(500),
+            until_unix_ms: None,
+            reprice: true,
+            group_by: GroupBy::Day,
+        };
+        let stats = addr.send(QueryStats(query.clone())).await.unwrap().unwrap();
+        assert!(!stats.analytics_enabled);
+        assert_eq!(stats.total, UsageTotals::default());
+        assert!(stats.rows.is_empty());
+        assert_eq!(stats.since_unix_ms, Some(500));
+        assert_eq!(stats.group_by, GroupBy::Day);
+        let prices = Arc::new(PriceTable::embedded());
+        let repriced = addr
+            .send(QueryRepriced { query, prices })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!repriced.analytics_enabled);
+        assert!(!repriced.repriced);
+        assert_eq!(addr.send(Flush).await.unwrap(), Ok(0));
+        arbiter.stop();
+        arbiter.join().unwrap();
+    }
+
+    #[test]
+    fn metrics_only_has_no_spend() {
+        let err = AnalyticsActor::metrics_only()
+            .spend_since(0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("analytics are off"), "{err}");
     }
 
     #[actix::test]

@@ -82,6 +82,7 @@ impl Sums {
             until_unix_ms: query.until_unix_ms,
             group_by: self.group_by,
             repriced,
+            analytics_enabled: true,
             total: self.total,
             rows,
             // Filled in by the control handler, which owns the budgets' live state.

@@ -11,10 +11,16 @@ use crate::budgets::DaySpend;
 
 impl AnalyticsActor {
     /// Sums the recorded cost of every day from `first_day` on, per credential. Records
-    /// still in the buffer are not included, so call it before the actor starts.
+    /// still in the buffer are not included, so call it before the actor starts. Fails when
+    /// analytics are off, because then no spend is recorded.
     pub fn spend_since(&self, first_day: u32) -> Result<Vec<DaySpend>, sled::Error> {
+        let Some(store) = &self.store else {
+            return Err(sled::Error::Unsupported(
+                "analytics are off, so no spend is recorded".to_owned(),
+            ));
+        };
         let mut sums: BTreeMap<(u32, String), u64> = BTreeMap::new();
-        for entry in self.rollups.range(&first_day.to_be_bytes()[..]..) {
+        for entry in store.rollups.range(&first_day.to_be_bytes()[..]..) {
             let (key, value) = entry?;
             let Some(group) = RollupGroup::from_key(&key) else {
                 warn!(actor = "analytics", key = %hex::encode(&key), "skipped an undecodable rollup key");

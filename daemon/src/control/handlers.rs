@@ -50,6 +50,7 @@ pub async fn status(ctx: &ControlContext) -> Response {
         cache_entries: cache.entries,
         cache_bytes: cache.bytes,
         requests_served: served,
+        analytics_enabled: ctx.config.analytics_enabled,
     })
 }
 

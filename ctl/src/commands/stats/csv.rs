@@ -108,6 +108,7 @@ mod tests {
             until_unix_ms: None,
             group_by: GroupBy::Provider,
             repriced: false,
+            analytics_enabled: true,
             total: UsageTotals::default(),
             rows,
             budgets: Vec::new(),
