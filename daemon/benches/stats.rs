@@ -3,7 +3,8 @@
 //!
 //! The records go through the analytics actor's own write path (`Record` messages, batched
 //! writes with their rollups) into a sled database in a temporary directory. Run it with
-//! `cargo bench -p ccod --bench stats`; `CCO_BENCH_RECORDS` sets another record count.
+//! `cargo bench -p ccod --bench stats`; `CCO_BENCH_RECORDS` sets another record count, and
+//! `CCO_BENCH_DB_CACHE_SIZE` sled's page cache in MB (default: ccod's `db_cache_size`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use cco_proto::{StatsQuery, StatsReply, TokenCounts};
 use ccod::analytics::{
     AnalyticsActor, CacheOutcome, Flush, Outcome, QueryRepriced, QueryStats, Record, RequestRecord,
 };
+use ccod::config::DEFAULT_DB_CACHE_SIZE_MB;
 use ccod::pricing::PriceTable;
 
 /// Records sent between two waits for the actor, so the mailbox stays small.
@@ -35,14 +37,25 @@ fn main() {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(1_000_000);
+    let db_cache_mb: u64 = std::env::var("CCO_BENCH_DB_CACHE_SIZE")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(DEFAULT_DB_CACHE_SIZE_MB);
     let dir = tempfile::tempdir().expect("temporary directory");
     let system = actix::System::new();
-    system.block_on(run(count, dir.path()));
+    system.block_on(run(count, db_cache_mb, dir.path()));
 }
 
-async fn run(count: u64, path: &std::path::Path) {
+async fn run(count: u64, db_cache_mb: u64, path: &std::path::Path) {
     let prices = Arc::new(PriceTable::embedded());
-    let db = sled::open(path).expect("open sled");
+    // Opened with the page cache that ccod gives sled, so the scan reads from disk as it
+    // would in the daemon once the records outgrow the cache.
+    println!("sled page cache: {db_cache_mb} MB");
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(db_cache_mb * 1024 * 1024)
+        .open()
+        .expect("open sled");
     let actor = AnalyticsActor::new(&db, Duration::from_secs(3600))
         .expect("open the analytics store")
         .start();

@@ -18,6 +18,11 @@ pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com";
 /// Path prefix under which any request goes to the OpenAI upstream, with the prefix removed.
 pub const OPENAI_PREFIX: &str = "/openai";
+/// Cache entries kept when `cache_max_entries` is not set. With up to about 200 bytes of
+/// index per entry in memory (measured in BENCHMARKS.md), this bounds the index near 20 MB.
+pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 100_000;
+/// Megabytes of sled page cache when `db_cache_size` is not set.
+pub const DEFAULT_DB_CACHE_SIZE_MB: u64 = 64;
 
 /// Command-line flags of `ccod`. Each flag except `--config` and `--test-config` also reads a
 /// `CCO_*` environment variable and a key of the same name (with `_`) in `config.toml`, except
@@ -59,6 +64,15 @@ pub struct Args {
     /// Time a cached response stays valid, in seconds [default: 3600]
     #[arg(long, env = "CCO_CACHE_TTL", value_name = "SECONDS")]
     pub cache_ttl: Option<u64>,
+
+    /// Maximum number of responses in the cache, each of which keeps up to about 200 bytes
+    /// of index in memory [default: 100000]
+    #[arg(long, env = "CCO_CACHE_MAX_ENTRIES", value_name = "COUNT")]
+    pub cache_max_entries: Option<u64>,
+
+    /// Memory for the database's page cache, in megabytes [default: 64]
+    #[arg(long, env = "CCO_DB_CACHE_SIZE", value_name = "MB")]
+    pub db_cache_size: Option<u64>,
 
     /// Disable the response cache: every request goes upstream
     #[arg(long, env = "CCO_NO_CACHE", num_args = 0..=1, default_missing_value = "true",
@@ -133,6 +147,8 @@ struct FileConfig {
     socket: Option<PathBuf>,
     cache_size: Option<u64>,
     cache_ttl: Option<u64>,
+    cache_max_entries: Option<u64>,
+    db_cache_size: Option<u64>,
     no_cache: Option<bool>,
     anthropic_base_url: Option<String>,
     openai_base_url: Option<String>,
@@ -275,6 +291,9 @@ pub struct Config {
     /// When false, requests are only counted in memory for `/metrics` and `ccoctl status`.
     pub analytics_enabled: bool,
     pub cache_ttl: Duration,
+    pub cache_max_entries: u64,
+    /// Size of sled's page cache in megabytes.
+    pub db_cache_size_mb: u64,
     /// Base URL without a trailing slash.
     pub anthropic_base_url: String,
     /// Key sent upstream for clients that send none, from `ANTHROPIC_API_KEY`.
@@ -465,6 +484,14 @@ impl Config {
             cache_size_mb: args.cache_size.or(file.cache_size).unwrap_or(500),
             analytics_enabled,
             cache_ttl: Duration::from_secs(args.cache_ttl.or(file.cache_ttl).unwrap_or(3600)),
+            cache_max_entries: args
+                .cache_max_entries
+                .or(file.cache_max_entries)
+                .unwrap_or(DEFAULT_CACHE_MAX_ENTRIES),
+            db_cache_size_mb: args
+                .db_cache_size
+                .or(file.db_cache_size)
+                .unwrap_or(DEFAULT_DB_CACHE_SIZE_MB),
             anthropic_base_url: normalize_base_url(
                 "anthropic_base_url",
                 args.anthropic_base_url
@@ -548,6 +575,16 @@ impl Config {
                 "must be at least 1 MB; use --no-cache to disable the cache",
             ));
         }
+        if self.cache_enabled && self.cache_max_entries == 0 {
+            return Err(invalid(
+                "cache_max_entries",
+                "0",
+                "must be at least 1; use --no-cache to disable the cache",
+            ));
+        }
+        if self.db_cache_size_mb == 0 {
+            return Err(invalid("db_cache_size", "0", "must be at least 1 MB"));
+        }
         if self.cache_ttl.is_zero() {
             return Err(invalid(
                 "cache_ttl",
@@ -614,6 +651,11 @@ impl Config {
         self.cache_size_mb.saturating_mul(1024 * 1024)
     }
 
+    /// Size of sled's page cache in bytes.
+    pub fn db_cache_bytes(&self) -> u64 {
+        self.db_cache_size_mb.saturating_mul(1024 * 1024)
+    }
+
     /// Returns the effective configuration as TOML, in the `config.toml` key names. The API key is
     /// shown only as whether it is set.
     pub fn to_redacted_toml(&self) -> String {
@@ -627,6 +669,8 @@ impl Config {
             no_cache: bool,
             cache_size: u64,
             cache_ttl: u64,
+            cache_max_entries: u64,
+            db_cache_size: u64,
             anthropic_base_url: &'a str,
             anthropic_api_key: &'a str,
             openai_base_url: &'a str,
@@ -682,6 +726,8 @@ impl Config {
             no_cache: !self.cache_enabled,
             cache_size: self.cache_size_mb,
             cache_ttl: self.cache_ttl.as_secs(),
+            cache_max_entries: self.cache_max_entries,
+            db_cache_size: self.db_cache_size_mb,
             anthropic_base_url: &self.anthropic_base_url,
             anthropic_api_key: if self.anthropic_api_key.is_some() {
                 "<redacted: set from ANTHROPIC_API_KEY>"
@@ -1257,6 +1303,8 @@ mod tests {
         assert!(config.cache_enabled);
         assert_eq!(config.cache_size_mb, 500);
         assert_eq!(config.cache_ttl, Duration::from_secs(3600));
+        assert_eq!(config.cache_max_entries, 100_000);
+        assert_eq!(config.db_cache_size_mb, DEFAULT_DB_CACHE_SIZE_MB);
         assert_eq!(config.anthropic_base_url, DEFAULT_ANTHROPIC_BASE_URL);
         assert_eq!(config.max_connections, 1024);
     }
@@ -1269,6 +1317,26 @@ mod tests {
         let config = Config::resolve(&args).unwrap();
         assert_eq!(config.port, 9100);
         assert_eq!(config.cache_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn memory_limits_from_file_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "cache_max_entries = 5000\ndb_cache_size = 8\n";
+        let config = Config::resolve(&args_with_file(dir.path(), text)).unwrap();
+        assert_eq!(config.cache_max_entries, 5000);
+        assert_eq!(config.db_cache_size_mb, 8);
+        assert_eq!(config.db_cache_bytes(), 8 * 1024 * 1024);
+        let shown = config.to_redacted_toml();
+        assert!(shown.contains("cache_max_entries = 5000\n"), "{shown}");
+        assert!(shown.contains("db_cache_size = 8\n"), "{shown}");
+
+        let mut args = args_with_file(dir.path(), text);
+        args.cache_max_entries = Some(70);
+        args.db_cache_size = Some(4);
+        let config = Config::resolve(&args).unwrap();
+        assert_eq!(config.cache_max_entries, 70);
+        assert_eq!(config.db_cache_size_mb, 4);
     }
 
     #[test]
@@ -1335,6 +1403,8 @@ mod tests {
         for text in [
             "cache_size = 0",
             "cache_ttl = 0",
+            "cache_max_entries = 0",
+            "db_cache_size = 0",
             "max_connections = 0",
             "upstream_timeout = 0",
             "max_body_size = 0",

@@ -45,10 +45,6 @@ use updater::{Restart, RestartSlot, UpdaterActor};
 /// Time in-flight requests get to finish after a stop signal.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Memory sled may use for its page cache. The cache index and analytics live in the
-/// actors, so sled needs little.
-const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
 /// A running daemon.
 pub struct Daemon {
     /// Address the HTTP proxy listens on.
@@ -128,7 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let db_path = config.data_dir.join("db");
     let db = sled::Config::new()
         .path(&db_path)
-        .cache_capacity(SLED_CACHE_BYTES)
+        .cache_capacity(config.db_cache_bytes())
         .flush_every_ms(Some(500))
         .open()
         .with_context(|| {
@@ -165,6 +161,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             .context("cannot open the cache tree")?;
         let cache_config = CacheConfig {
             capacity_bytes: config.cache_capacity_bytes(),
+            max_entries: config.cache_max_entries,
             ttl: config.cache_ttl,
             hot_capacity_bytes: cache::HOT_CAPACITY_BYTES,
         };

@@ -38,6 +38,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub struct CacheConfig {
     /// Maximum total size of the stored values in bytes: header, metadata and body of each.
     pub capacity_bytes: u64,
+    /// Maximum number of entries, at least 1. Each entry keeps its key, size and expiry in
+    /// memory, so this bounds the index where many small responses fit `capacity_bytes`.
+    pub max_entries: u64,
     /// Time after a response's `created_unix_ms` during which it is served from the cache.
     pub ttl: Duration,
     /// Size of the most recently used entries whose responses are also kept in memory, so

@@ -203,6 +203,7 @@ pub(crate) struct CacheStore {
     /// Sum of `size` over `index`.
     bytes: u64,
     capacity_bytes: u64,
+    max_entries: usize,
     ttl_ms: u64,
     counters: Counters,
     /// The keys of `index` and the hot responses, for readers on other threads.
@@ -220,7 +221,7 @@ impl CacheStore {
     ///
     /// Values that cannot be decoded or have expired are removed from the tree. The rest
     /// enter the LRU order by creation time, oldest first, and the oldest are evicted until
-    /// the total fits `config.capacity_bytes`.
+    /// the total fits `config.capacity_bytes` and `config.max_entries`.
     pub(crate) fn open(
         tree: sled::Tree,
         config: &CacheConfig,
@@ -233,6 +234,7 @@ impl CacheStore {
             index: LruCache::unbounded(),
             bytes: 0,
             capacity_bytes: config.capacity_bytes,
+            max_entries: usize::try_from(config.max_entries).unwrap_or(usize::MAX),
             ttl_ms,
             counters: Counters::default(),
             view: CacheView::new(ttl_ms, hot_capacity_bytes),
@@ -353,7 +355,7 @@ impl CacheStore {
     }
 
     /// Writes `response` under `key`, replacing any entry with that key, then evicts least
-    /// recently used entries until the total fits the capacity.
+    /// recently used entries until the total fits the capacity and the entry limit.
     #[cfg(test)]
     pub(crate) fn store(
         &mut self,
@@ -499,11 +501,11 @@ impl CacheStore {
         created_unix_ms.saturating_add(self.ttl_ms)
     }
 
-    /// Evicts least recently used entries until the total fits the capacity, returning how
-    /// many were evicted.
+    /// Evicts least recently used entries until the total fits the capacity and the entry
+    /// limit, returning how many were evicted.
     fn evict_to_capacity(&mut self) -> u64 {
         let mut evicted = 0;
-        while self.bytes > self.capacity_bytes {
+        while self.bytes > self.capacity_bytes || self.index.len() > self.max_entries {
             let Some((key, entry)) = self.index.pop_lru() else {
                 break;
             };

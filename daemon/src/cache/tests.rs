@@ -46,6 +46,7 @@ fn open_tree(dir: &Path) -> sled::Tree {
 fn config(capacity_bytes: u64, ttl: Duration) -> CacheConfig {
     CacheConfig {
         capacity_bytes,
+        max_entries: u64::MAX,
         ttl,
         hot_capacity_bytes: capacity_bytes,
     }
@@ -217,6 +218,37 @@ async fn eviction_follows_lru_order_by_bytes() {
     for kept in [4, 5] {
         assert!(lookup(&addr, key(kept)).await.is_some(), "entry {kept}");
     }
+}
+
+#[actix::test]
+async fn eviction_keeps_max_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = open_tree(dir.path());
+    let clock = TestClock::new();
+    let limits = CacheConfig {
+        max_entries: 2,
+        ..config(1 << 20, HOUR)
+    };
+    let addr = start(tree.clone(), limits, &clock);
+
+    store(&addr, key(1), response(b"one", clock.now())).await;
+    store(&addr, key(2), response(b"two", clock.now())).await;
+    // Touching entry 1 makes entry 2 the least recently used.
+    assert!(lookup(&addr, key(1)).await.is_some());
+    store(&addr, key(3), response(b"three", clock.now())).await;
+
+    let after_third = stats(&addr).await;
+    assert_eq!(after_third.entries, 2);
+    assert_eq!(after_third.evictions, 1);
+    assert_eq!(tree.len(), 2);
+    assert!(!tree.contains_key(key(2).0).unwrap());
+    assert_eq!(lookup(&addr, key(2)).await, None);
+    assert!(lookup(&addr, key(1)).await.is_some());
+    assert!(lookup(&addr, key(3)).await.is_some());
+
+    // Replacing an entry keeps the count, so nothing more is evicted.
+    store(&addr, key(3), response(b"three again", clock.now())).await;
+    assert_eq!(stats(&addr).await.evictions, 1);
 }
 
 #[actix::test]
@@ -423,6 +455,34 @@ fn reopen_with_smaller_capacity_evicts_oldest() {
         assert!(!tree.contains_key(key(3).0).unwrap());
         assert!(lookup(&addr, key(1)).await.is_some());
         assert!(lookup(&addr, key(2)).await.is_some());
+    });
+}
+
+#[test]
+fn reopen_with_fewer_max_entries_evicts_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+
+    run_daemon(async {
+        let addr = start(open_tree(dir.path()), config(1 << 20, HOUR), &clock);
+        store(&addr, key(1), response(b"newest", clock.now() + 2)).await;
+        store(&addr, key(2), response(b"middle", clock.now() + 1)).await;
+        store(&addr, key(3), response(b"oldest", clock.now())).await;
+        addr.send(Flush).await.unwrap().unwrap();
+    });
+
+    run_daemon(async {
+        let tree = open_tree(dir.path());
+        let limits = CacheConfig {
+            max_entries: 2,
+            ..config(1 << 20, HOUR)
+        };
+        let addr = start(tree.clone(), limits, &clock);
+        let stats = stats(&addr).await;
+        assert_eq!(stats.entries, 2);
+        assert_eq!(stats.evictions, 1);
+        assert_eq!(tree.len(), 2);
+        assert!(!tree.contains_key(key(3).0).unwrap());
     });
 }
 
