@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Measures what ccod adds to a request, side by side in one run: the mock upstream alone,
-# ccod on the cache-miss path with the cache on and with --no-cache, and ccod on cache
-# hits. Builds in release mode, starts everything on 127.0.0.1, drives load with wrk
+# ccod on the cache-miss path with the cache on, with --no-cache, and with --no-cache
+# --no-analytics, and ccod on cache hits. Builds in release mode, starts everything on 127.0.0.1, drives load with wrk
 # (Debian package 'wrk'), and prints a Markdown table; the per-round lines go to stderr.
-# Usage: [ROUNDS=3] [CASES="direct miss_cache miss_nocache hit"] bench/run.sh [SECONDS] [CONNECTIONS]
+# Usage: [ROUNDS=3] [CASES="direct miss_cache miss_nocache miss_bare hit"] [BENCH_DELAY_MS=N]
+#        [BENCH_BODY_KB=N] bench/run.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
@@ -15,7 +16,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; e
 # shellcheck source=bench/common.sh
 source bench/common.sh
 
-mock_port=18601 cache_port=18602 nocache_port=18603
+mock_port=18601 cache_port=18602 nocache_port=18603 bare_port=18604
 "$bin"/cco-mock-upstream --port "$mock_port" --max-seconds 1800 --max-requests 100000000 >/dev/null &
 pids+=($!)
 wait_port "$mock_port"
@@ -34,6 +35,8 @@ start_ccod "$cache_port" cache
 cache_pid=${ccod_pids[0]}
 start_ccod "$nocache_port" nocache --no-cache
 nocache_pid=${ccod_pids[1]}
+start_ccod "$bare_port" bare --no-cache --no-analytics
+bare_pid=${ccod_pids[2]}
 
 # Prints "requests/s p50 p99 p99.9 non-2xx cpu_us_per_request", latencies in milliseconds.
 # PID is the ccod whose CPU time is counted, or 0 for none.
@@ -61,7 +64,7 @@ measure() {
 }
 
 declare -A sum_rps sum_p50 sum_p99 sum_p999 sum_cpu bad
-read -r -a cases <<<"${CASES:-direct miss_cache miss_nocache hit}"
+read -r -a cases <<<"${CASES:-direct miss_cache miss_nocache miss_bare hit}"
 for case in "${cases[@]}"; do
     sum_rps[$case]=0 sum_p50[$case]=0 sum_p99[$case]=0 sum_p999[$case]=0 sum_cpu[$case]=0
     bad[$case]=0
@@ -72,6 +75,7 @@ for round in $(seq 1 "$rounds"); do
             direct) result=$(measure "$mock_port" unique_body.lua 0) ;;
             miss_cache) result=$(measure "$cache_port" unique_body.lua "$cache_pid") ;;
             miss_nocache) result=$(measure "$nocache_port" unique_body.lua "$nocache_pid") ;;
+            miss_bare) result=$(measure "$bare_port" unique_body.lua "$bare_pid") ;;
             hit) result=$(measure "$cache_port" same_body.lua "$cache_pid") ;;
         esac
         read -r rps p50 p99 p999 non2xx cpu <<<"$result"
@@ -100,4 +104,5 @@ for case in "${cases[@]}"; do
 done
 peak() { awk '$1 == "VmHWM:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 echo
-echo "peak RSS: ccod with cache $(peak "$cache_pid") MiB, ccod --no-cache $(peak "$nocache_pid") MiB"
+echo "peak RSS: ccod with cache $(peak "$cache_pid") MiB, ccod --no-cache $(peak "$nocache_pid") MiB," \
+    "ccod --no-cache --no-analytics $(peak "$bare_pid") MiB"

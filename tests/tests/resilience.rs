@@ -504,3 +504,74 @@ fn disconnect_before_first_byte_cancels_upstream() {
     assert_eq!(mock.request_count(), 2);
     assert_serving(&daemon, &mock);
 }
+
+#[cfg(unix)]
+#[test]
+fn sigterm_under_load_finishes_every_request() {
+    const IN_FLIGHT: usize = 16;
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    for _ in 0..IN_FLIGHT {
+        mock.push_reply(
+            Reply::json(
+                200,
+                anthropic::message_json(MODEL, "finished", anthropic::usage(100, 10)),
+            )
+            .delay(Duration::from_millis(500)),
+        );
+    }
+
+    let addr = daemon.addr;
+    let clients: Vec<_> = (0..IN_FLIGHT)
+        .map(|index| {
+            std::thread::spawn(move || {
+                http::send(
+                    addr,
+                    "POST",
+                    "/v1/messages",
+                    &[("x-api-key", "sk-ant-resilience")],
+                    &body(&format!("in flight {index}")),
+                )
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mock.request_count() < IN_FLIGHT && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        mock.request_count(),
+        IN_FLIGHT,
+        "requests upstream before SIGTERM"
+    );
+
+    let terminated_at = Instant::now();
+    let exit_code = daemon.terminate();
+    let exited_after = terminated_at.elapsed();
+    assert_eq!(exit_code, Some(0), "exit code after SIGTERM");
+    // The shutdown waits at most 30 s for requests in flight; these need 0.5 s.
+    assert!(
+        exited_after < Duration::from_secs(30),
+        "ccod took {exited_after:?} to exit"
+    );
+    for client in clients {
+        let response = client
+            .join()
+            .unwrap()
+            .expect("response of a request in flight");
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert!(response.text().contains("finished"), "{}", response.text());
+    }
+
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    let totals = &stats(&daemon)["total"];
+    assert_eq!(totals["requests"], IN_FLIGHT, "records kept across SIGTERM");
+    assert_eq!(totals["errors"], 0, "every request completed");
+    // claude-haiku-4-5: 16 * (100 in * 1000 + 10 out * 5000) = 16 * 150,000 = 2,400,000
+    // nano-USD.
+    assert_eq!(
+        totals["cost_nano_usd"], 2_400_000,
+        "cost of the finished requests"
+    );
+}
