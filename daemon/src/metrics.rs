@@ -6,7 +6,7 @@
 //! streams and connections from atomics that guards update. All counters start at zero when
 //! the daemon starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -80,9 +80,18 @@ impl Histogram {
     }
 }
 
+/// Distinct `model` label values kept; later models count under [`OTHER_MODELS`]. Clients
+/// choose the model names, so without a bound they could grow the series without end.
+const MAX_MODEL_LABELS: usize = 256;
+
+/// `model` label of the requests whose model came after [`MAX_MODEL_LABELS`] others.
+const OTHER_MODELS: &str = "(other)";
+
 /// Counters since start, keyed by label values.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Model label values seen so far, at most [`MAX_MODEL_LABELS`].
+    models: BTreeSet<String>,
     /// (provider, model, status, cache) to request count.
     requests: BTreeMap<(String, String, u16, &'static str), u64>,
     /// (model, token class) to tokens.
@@ -106,6 +115,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
+            models: BTreeSet::new(),
             requests: BTreeMap::new(),
             tokens: BTreeMap::new(),
             cost: BTreeMap::new(),
@@ -128,6 +138,19 @@ pub struct GaugeValues {
 }
 
 impl Metrics {
+    /// Returns `model` as a label value, or [`OTHER_MODELS`] once [`MAX_MODEL_LABELS`]
+    /// other models have been seen.
+    fn model_label(&mut self, model: String) -> String {
+        if self.models.contains(&model) {
+            return model;
+        }
+        if self.models.len() >= MAX_MODEL_LABELS {
+            return OTHER_MODELS.to_owned();
+        }
+        self.models.insert(model.clone());
+        model
+    }
+
     /// Folds one finished request into the counters.
     pub fn observe(&mut self, record: &RequestRecord) {
         let model = record
@@ -135,6 +158,7 @@ impl Metrics {
             .clone()
             .or_else(|| record.model_requested.clone())
             .unwrap_or_default();
+        let model = self.model_label(model);
         let cache = record.cache.as_header_value();
         *self
             .requests
@@ -450,6 +474,26 @@ mod tests {
     use super::*;
     use crate::analytics::{CacheOutcome, Outcome};
     use cco_proto::TokenCounts;
+
+    #[test]
+    fn model_labels_are_bounded() {
+        let mut metrics = Metrics::default();
+        for index in 0..MAX_MODEL_LABELS + 10 {
+            let mut request = record(CacheOutcome::Miss, 1000);
+            request.model_priced = None;
+            request.model_requested = Some(format!("model-{index}"));
+            metrics.observe(&request);
+        }
+        let text = metrics.render(None, GaugeValues::default());
+        let first = "cco_requests_total{provider=\"anthropic\",model=\"model-0\",status=\"200\",cache=\"miss\"} 1\n";
+        assert!(text.contains(first), "{text}");
+        let last_kept = format!("model=\"model-{}\"", MAX_MODEL_LABELS - 1);
+        assert!(text.contains(&last_kept), "{text}");
+        let first_folded = format!("model=\"model-{}\"", MAX_MODEL_LABELS);
+        assert!(!text.contains(&first_folded), "{text}");
+        let other = "cco_requests_total{provider=\"anthropic\",model=\"(other)\",status=\"200\",cache=\"miss\"} 10\n";
+        assert!(text.contains(other), "{text}");
+    }
 
     fn record(cache: CacheOutcome, latency_us: u64) -> RequestRecord {
         RequestRecord {
