@@ -50,7 +50,8 @@ impl Recorder {
         Self { queue, actor }
     }
 
-    /// Queues `record` for the actor. Never blocks on the actor or on disk.
+    /// Queues `record` for the actor. The queue's lock is held only for a push or a swap,
+    /// and nothing here waits for the actor or for disk.
     pub fn submit(&self, record: RequestRecord) {
         if self.queue.push(record) == 1 {
             self.actor.do_send(Drain);

@@ -240,7 +240,7 @@ pub struct AnalyticsActor {
     /// Records the workers queued and the actor has not taken yet.
     queue: Arc<Queue>,
     /// Spare vector swapped with the queue's, so neither allocates in steady state.
-    taken: Vec<RequestRecord>,
+    spare: Vec<RequestRecord>,
     /// True while a drain is scheduled.
     drain_pending: bool,
     next_sequence: u64,
@@ -282,7 +282,7 @@ impl AnalyticsActor {
             store: Some(Store { tree, rollups }),
             buffer: Vec::new(),
             queue: Arc::default(),
-            taken: Vec::new(),
+            spare: Vec::new(),
             drain_pending: false,
             next_sequence,
             served: 0,
@@ -298,7 +298,7 @@ impl AnalyticsActor {
             store: None,
             buffer: Vec::new(),
             queue: Arc::default(),
-            taken: Vec::new(),
+            spare: Vec::new(),
             drain_pending: false,
             next_sequence: 0,
             served: 0,
@@ -307,19 +307,19 @@ impl AnalyticsActor {
         }
     }
 
-    /// The queue that a [`Recorder`] for this actor pushes into.
+    /// Returns the queue that a [`Recorder`] for this actor pushes into.
     pub fn queue(&self) -> Arc<Queue> {
         self.queue.clone()
     }
 
     /// Takes every queued record into the buffer, writing it when it is full.
     fn drain(&mut self) {
-        self.queue.take_into(&mut self.taken);
-        let mut taken = std::mem::take(&mut self.taken);
+        self.queue.take_into(&mut self.spare);
+        let mut taken = std::mem::take(&mut self.spare);
         for record in taken.drain(..) {
             self.accept(record);
         }
-        self.taken = taken;
+        self.spare = taken;
     }
 
     /// Counts `record` and, unless analytics are off, buffers it for the next write.
@@ -782,8 +782,8 @@ mod tests {
         let recorder = Recorder::new(queue, addr);
         recorder.submit(record(1000, "m", Some(1), CacheOutcome::Miss));
         recorder.submit(record(2000, "m", Some(1), CacheOutcome::Miss));
-        // Nothing asks the actor: the drain it schedules and its flush interval alone must
-        // bring both records to disk.
+        // No message reaches the actor: the drain it schedules and its flush interval alone
+        // must bring both records to disk.
         let records = db.open_tree("records").unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while records.len() < 2 && std::time::Instant::now() < deadline {

@@ -7,7 +7,8 @@
 //!
 //! The actor also publishes a [`CacheView`]: the set of its keys and the responses of its
 //! most recently used entries, so the proxy settles a miss, and a hit of such an entry,
-//! without a message round trip. Only the actor writes it.
+//! without a message round trip. The actor keeps it in step with its index, and workers
+//! only publish the responses they are about to send it in a [`Store`].
 //!
 //! The actor calls sled synchronously inside its handlers, so it must run on its own arbiter
 //! (`CacheActor::start_in_arbiter`) and never on an HTTP worker thread. It never contacts

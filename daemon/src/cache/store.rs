@@ -56,23 +56,23 @@ pub const HOT_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 /// this bound are served all the same, but do not refresh their entry's place in the order.
 const MAX_TOUCHED: usize = 4096;
 
-/// What [`CacheView::peek`] knows about a key.
+/// Result of [`CacheView::peek`] for a key.
 #[derive(Debug)]
 pub enum Peek {
     /// The cache has no entry for the key: a miss, already counted.
     Absent,
     /// A live hot entry, already counted as a hit.
     Hot(Arc<CachedResponse>),
-    /// The cache lists the key but the view cannot answer: the entry is not hot or its TTL
-    /// has passed. Ask the actor with a `Lookup`.
+    /// The cache lists the key but the view cannot settle the lookup, because the entry is
+    /// not hot or its TTL has passed. Send the actor a `Lookup`.
     Stored,
 }
 
 /// View of the cache shared with the HTTP workers: which keys it holds, and the responses
-/// of the most recently used ones (the hot entries), so that a miss and a hit of a hot
-/// entry are settled without a message round trip to the actor. [`CacheStore`] keeps it in
-/// step with its index; a worker only [publishes](CacheView::publish) a response it is
-/// about to send to the store, so that the next request finds it at once.
+/// of the most recently used ones (the hot entries). A miss and a hit of a hot entry are
+/// settled with it, without a message round trip to the actor. [`CacheStore`] keeps it in
+/// step with its index. A worker only [publishes](CacheView::publish) a response that it
+/// is about to send to the store, so that the next request finds it at once.
 #[derive(Clone, Debug)]
 pub struct CacheView(Arc<ViewState>);
 

@@ -92,7 +92,7 @@ pub fn micros(duration: Duration) -> u64 {
 /// Destination of a complete response in the cache, for a cacheable request.
 pub struct CacheTarget {
     pub cache: Addr<CacheActor>,
-    /// Where the response is published before the store, so the next request hits it.
+    /// View the response is published in before the store, so the next request hits it.
     pub view: Option<CacheView>,
     pub key: CacheKey,
     /// Response headers to replay on a hit.
