@@ -21,6 +21,9 @@ pub const OPENAI_PREFIX: &str = "/openai";
 /// Cache entries kept when `cache_max_entries` is not set. With up to about 200 bytes of
 /// index per entry in memory (measured in BENCHMARKS.md), this bounds the index near 20 MB.
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 100_000;
+/// Largest `db_cache_size` in megabytes: a value above it is a typo, not a page cache.
+const MAX_DB_CACHE_MB: u64 = 64 * 1024;
+
 /// Megabytes of sled page cache when `db_cache_size` is not set.
 pub const DEFAULT_DB_CACHE_SIZE_MB: u64 = 64;
 
@@ -584,6 +587,13 @@ impl Config {
         }
         if self.db_cache_size_mb == 0 {
             return Err(invalid("db_cache_size", "0", "must be at least 1 MB"));
+        }
+        if self.db_cache_size_mb > MAX_DB_CACHE_MB {
+            return Err(invalid(
+                "db_cache_size",
+                &self.db_cache_size_mb.to_string(),
+                &format!("must be at most {MAX_DB_CACHE_MB} MB (64 GiB)"),
+            ));
         }
         if self.cache_ttl.is_zero() {
             return Err(invalid(
@@ -1405,6 +1415,7 @@ mod tests {
             "cache_ttl = 0",
             "cache_max_entries = 0",
             "db_cache_size = 0",
+            "db_cache_size = 999999999",
             "max_connections = 0",
             "upstream_timeout = 0",
             "max_body_size = 0",

@@ -74,12 +74,15 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 /// Expands a bare level into directives that apply it to CCO's own crates only. The
 /// libraries below stay at `warn`, because sled's debug output alone would bury the
 /// daemon's, except actix-server, whose start and stop lines are worth keeping at `info`.
-/// Anything other than a bare level is used as written.
+/// actix-http's connection dispatcher is off: it logs every malformed request from a client
+/// as an error, so any client could fill the log, and the proxy logs the responses it cuts
+/// itself. Anything other than a bare level is used as written.
 pub fn directives(filter: &str) -> String {
+    const DISPATCHER_OFF: &str = "actix_http::h1::dispatcher=off";
     match filter.trim().to_ascii_lowercase().as_str() {
-        level @ ("error" | "warn") => level.to_owned(),
+        level @ ("error" | "warn") => format!("{level},{DISPATCHER_OFF}"),
         level @ ("info" | "debug" | "trace") => {
-            format!("warn,ccod={level},cco_proto={level},actix_server=info")
+            format!("warn,ccod={level},cco_proto={level},actix_server=info,{DISPATCHER_OFF}")
         }
         _ => filter.to_owned(),
     }
@@ -93,9 +96,9 @@ mod tests {
     fn bare_level_applies_to_own_crates() {
         assert_eq!(
             directives("debug"),
-            "warn,ccod=debug,cco_proto=debug,actix_server=info"
+            "warn,ccod=debug,cco_proto=debug,actix_server=info,actix_http::h1::dispatcher=off"
         );
-        assert_eq!(directives("error"), "error");
+        assert_eq!(directives("error"), "error,actix_http::h1::dispatcher=off");
         assert_eq!(directives("sled=debug"), "sled=debug");
     }
 

@@ -291,6 +291,38 @@ fn connect_and_upgrade_are_rejected_at_once() {
     assert_serving(&daemon, &mock);
 }
 
+#[test]
+fn targets_without_a_path_get_400() {
+    let mock = MockUpstream::start();
+    let dirs = DaemonDirs::new();
+    let daemon = DaemonProcess::start(&dirs, &DaemonOptions::new(&mock.base_url()));
+    for target in ["GARBAGE", "*", "example.com:80"] {
+        let raw = format!(
+            "GET {target} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+            daemon.addr
+        );
+        let mut socket = TcpStream::connect(daemon.addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        socket.write_all(raw.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer} for {target}");
+        assert!(
+            answer.contains("\"type\":\"invalid_request_error\""),
+            "{answer} for {target}"
+        );
+        assert!(
+            answer.contains("send a path that starts with /"),
+            "{answer} for {target}"
+        );
+    }
+    assert_eq!(mock.request_count(), 0, "nothing reached the upstream");
+    assert_serving(&daemon, &mock);
+}
+
 /// A listener on 127.0.0.1 that never accepts and whose accept queue is full, so a connect
 /// to it neither succeeds nor fails: Linux drops the SYNs to a listener with a full queue.
 #[cfg(target_os = "linux")]

@@ -141,6 +141,13 @@ fn check_reply(client: &Client, query: &StatsQuery, reply: &StatsReply) -> Resul
 fn build_query(args: &StatsArgs, now_unix_ms: u64) -> Result<StatsQuery, CtlError> {
     let since_unix_ms = args.since.map(|bound| bound.resolve(now_unix_ms));
     let until_unix_ms = args.until.map(|bound| bound.resolve(now_unix_ms));
+    if let Some(since) = since_unix_ms.filter(|since| *since > now_unix_ms) {
+        return Err(CtlError::Usage(format!(
+            "--since {} is in the future, so no request can match: pass a date before now \
+             or a duration such as 24h",
+            format_unix_ms(since)
+        )));
+    }
     if let (Some(since), Some(until)) = (since_unix_ms, until_unix_ms) {
         if since > until {
             return Err(CtlError::Usage(format!(
@@ -210,8 +217,13 @@ fn render_usage(reply: &StatsReply) -> String {
     }
     let without_usage = reply.total.streams_without_usage;
     if without_usage > 0 {
+        let streams = if without_usage == 1 {
+            "event stream"
+        } else {
+            "event streams"
+        };
         text.push_str(&format!(
-            "{} event streams carried no usage, so their tokens and cost are missing; OpenAI \
+            "{} {streams} carried no usage, so their tokens and cost are missing; OpenAI \
              clients get it by sending \"stream_options\": {{\"include_usage\": true}}\n",
             format_count(without_usage)
         ));
@@ -599,6 +611,18 @@ saved by cache:        $0.0036
         let query = build_query(&args(Some("2024-05-01"), None), now).unwrap();
         assert_eq!(query.since_unix_ms, Some(1_714_521_600_000));
         assert_eq!(query.until_unix_ms, None);
+    }
+
+    #[test]
+    fn query_rejects_future_since() {
+        let error = build_query(&args(Some("2024-06-02"), None), JUNE_1_2024_MS).unwrap_err();
+        assert_eq!(error.exit_code(), crate::error::EXIT_USAGE);
+        assert!(
+            error
+                .to_string()
+                .starts_with("--since 2024-06-02T00:00:00Z is in the future"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -36,7 +36,8 @@ fn render(reply: &StatusReply, client: &Client) -> String {
     let analytics = if reply.analytics_enabled {
         "enabled"
     } else {
-        "disabled (--no-analytics): requests are counted, not recorded"
+        "disabled (--no-analytics or [analytics] enabled = false): requests are counted, \
+         not recorded"
     };
     format_fields(&[
         ("version", reply.version.clone()),
@@ -107,8 +108,8 @@ control socket:  /tmp/ccod.sock
         let text = render(&reply(true, false), &client());
         assert!(
             text.contains(
-                "analytics:       disabled (--no-analytics): requests are counted, not \
-                 recorded\n"
+                "analytics:       disabled (--no-analytics or [analytics] enabled = false): \
+                 requests are counted, not recorded\n"
             ),
             "{text}"
         );

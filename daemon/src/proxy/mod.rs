@@ -129,6 +129,21 @@ pub async fn handle(
             "CONNECT and Upgrade requests are not supported by the proxy; send plain HTTP requests",
         );
     }
+    let origin_form = request
+        .uri()
+        .path_and_query()
+        .is_some_and(|target| target.as_str().starts_with('/'));
+    if !origin_form {
+        // A target such as `GARBAGE` parses as an authority with an empty path, which would
+        // be forwarded as `/`.
+        let target: String = request.uri().to_string().chars().take(100).collect();
+        return error_response(
+            kind,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("invalid request target '{target}': send a path that starts with /"),
+        );
+    }
     if !state.access_token_hashes.is_empty()
         && !headers::access_token_valid(request.headers(), &state.access_token_hashes)
     {

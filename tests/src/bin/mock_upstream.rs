@@ -14,7 +14,7 @@ use clap::Parser;
 #[command(
     name = "cco-mock-upstream",
     version,
-    about = "Serve a mock Anthropic Messages API on a loopback address"
+    about = "Serve a mock Anthropic Messages API and OpenAI chat completions API on a loopback address"
 )]
 struct Args {
     /// TCP port to listen on; 0 picks a free port.
