@@ -1247,9 +1247,24 @@ fn load_file(
     };
     let file = toml::from_str(&text).map_err(|err| ConfigError::Parse {
         path: path.clone(),
-        message: err.to_string().trim_end().replace('\n', " "),
+        message: parse_error_message(&text, &err),
     })?;
     Ok((file, Some(path)))
+}
+
+/// Formats a TOML error on one line: where it is, what is wrong, and the line it is on,
+/// which names the key.
+fn parse_error_message(text: &str, err: &toml::de::Error) -> String {
+    let reason = err.message().trim_end().replace('\n', " ");
+    let Some(span) = err.span() else {
+        return reason;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |index| index + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let source_line = text[line_start..].lines().next().unwrap_or("").trim();
+    format!("line {line}, column {column}: {reason} (in `{source_line}`)")
 }
 
 /// Checks that `url`, the value of setting `key`, is an absolute http(s) URL with a host and
@@ -1361,8 +1376,17 @@ mod tests {
     #[test]
     fn wrong_type_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Config::resolve(&args_with_file(dir.path(), "port = \"x\"\n")).unwrap_err();
+        let text = "cache_size = 10\n[analytics]\nenabled = \"no\"\n";
+        let err = Config::resolve(&args_with_file(dir.path(), text)).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.ends_with(
+                "config.toml: line 3, column 11: invalid type: string \"no\", expected a \
+                 boolean (in `enabled = \"no\"`)"
+            ),
+            "{message}"
+        );
     }
 
     #[test]
