@@ -106,3 +106,15 @@ peak() { awk '$1 == "VmHWM:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 echo
 echo "peak RSS: ccod with cache $(peak "$cache_pid") MiB, ccod --no-cache $(peak "$nocache_pid") MiB," \
     "ccod --no-cache --no-analytics $(peak "$bare_pid") MiB"
+
+# ccod's own measure of the time it spent on each request (cco_added_latency_seconds), which
+# leaves out the waits for the upstream and for the scheduler to run ccod's threads.
+added_mean() {
+    curl -s "http://127.0.0.1:$1/metrics" | awk -v cache="$2" '
+        $1 ~ "^cco_added_latency_seconds_sum\\{cache=\"" cache "\"" { sum += $2 }
+        $1 ~ "^cco_added_latency_seconds_count\\{cache=\"" cache "\"" { count += $2 }
+        END { if (count > 0) printf "%.1f", sum / count * 1000000; else printf "-" }'
+}
+echo "mean time ccod spent per request by its own metric, in us: miss with cache" \
+    "$(added_mean "$cache_port" miss), miss --no-cache $(added_mean "$nocache_port" bypass)," \
+    "miss --no-cache --no-analytics $(added_mean "$bare_port" bypass), hit $(added_mean "$cache_port" hit)"
