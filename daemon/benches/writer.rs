@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use actix::Actor;
 use cco_proto::{StatsQuery, TokenCounts};
 use ccod::analytics::{AnalyticsActor, CacheOutcome, Outcome, QueryStats, Recorder, RequestRecord};
 use ccod::config::DEFAULT_DB_CACHE_SIZE_MB;
