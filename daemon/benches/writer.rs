@@ -4,8 +4,8 @@
 //! A producer thread pushes `CCO_BENCH_RECORDS` records (default 200,000) into the
 //! recorder's queue as fast as it can. The actor runs on its own arbiter with ccod's
 //! flush interval (500 ms) over a sled database opened with ccod's settings in a temporary
-//! directory. The clock stops when a `QueryStats` reply counts every record. It then times
-//! opening the store again. Run it with `cargo bench -p ccod --bench writer`.
+//! directory. The clock stops when a `QueryStats` reply counts every record. Run it with
+//! `cargo bench -p ccod --bench writer`.
 
 use std::time::{Duration, Instant};
 
@@ -72,14 +72,6 @@ async fn run(count: u64, path: &std::path::Path) {
     );
     arbiter.stop();
     arbiter.join().expect("arbiter");
-
-    // Opening reads every record key to find records past the rollups' mark.
-    let started = Instant::now();
-    AnalyticsActor::new(&db, FLUSH_INTERVAL).expect("reopen the analytics store");
-    println!(
-        "reopened the store of {count} records in {:.3} s",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 /// Builds record `number`: a priced Anthropic request a millisecond after the previous one.

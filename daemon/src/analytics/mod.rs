@@ -4,17 +4,13 @@
 //! of records not yet written, and counters since start. The proxy hands records over
 //! through a [`Recorder`] (see [`intake`]), which wakes the actor at most once per
 //! [`DRAIN_DELAY`]. Messages: [`Record`], [`Drain`], [`QueryStats`], [`QueryRepriced`],
-//! [`Flush`], [`GetServed`], [`RenderMetrics`]. The buffer is written every flush interval,
-//! whenever [`MAX_BUFFERED`] records wait, before each query and on [`Flush`], so the
-//! request path never waits on disk. Each write is one sled batch into `records` and then
-//! one into `rollups`, and the write of each interval and of [`Flush`] then flushes sled to
-//! disk, so a crash loses at most the records of the last interval and the drain delay.
+//! [`Flush`], [`GetServed`], [`RenderMetrics`]. The buffer is written as one sled batch
+//! every flush interval and on [`Flush`], so the request path never waits on disk. After
+//! each batch the tree is flushed, so a crash loses at most the records of the last
+//! interval and the drain delay.
 //!
 //! Keys are the record time in milliseconds followed by a sequence number, both big-endian,
-//! so a time range is a key range. Values are JSON [`RequestRecord`]s. The rollups batch
-//! also stores the sequence number of the last record it adds (see [`rollup::MARK_KEY`]).
-//! A crash between the two batches leaves records past that mark, and opening the store
-//! adds them to the rollups, so the two never disagree.
+//! so a time range is a key range. Values are JSON [`RequestRecord`]s.
 //!
 //! With analytics off ([`AnalyticsActor::metrics_only`]) the actor opens no tree. It counts
 //! each record for `/metrics` and the served total, then drops it, and replies to stats
@@ -33,6 +29,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use cco_proto::{StatsQuery, StatsReply, TokenCounts, UsageTotals};
 use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionError;
+use sled::Transactional;
 use tracing::{debug, error, info, warn};
 
 use crate::pricing::PriceTable;
@@ -256,36 +254,24 @@ struct Store {
     tree: sled::Tree,
     /// Daily totals of `tree`, see [`rollup`].
     rollups: sled::Tree,
-    /// True when records were written but adding them to the rollups failed, so the next
-    /// write adds every record past the mark first.
-    rollups_behind: bool,
-    /// True when a write since the last flush to disk has not been flushed.
-    unflushed: bool,
 }
 
 impl AnalyticsActor {
     /// Opens the actor over the trees `records` and `rollups` of `db`, continuing the key
     /// sequence of the records already there. Rollups missing beside existing records are
-    /// rebuilt from them, and records past the mark are added to them. Reads every record
-    /// key unless both trees are empty.
+    /// rebuilt from them.
     pub fn new(db: &sled::Db, flush_interval: Duration) -> Result<Self, sled::Error> {
         let tree = db.open_tree("records")?;
         let rollups = db.open_tree("rollups")?;
+        let next_sequence = match tree.last()? {
+            Some((key, _)) if key.len() == 16 => {
+                u64::from_be_bytes(key[8..16].try_into().expect("slice of 8 bytes")) + 1
+            }
+            _ => 0,
+        };
         if rollups.is_empty() && !tree.is_empty() {
             rebuild_rollups(&tree, &rollups)?;
-        } else if rollup::read_mark(&rollups)?.is_none() && !tree.is_empty() {
-            // Without a mark, a crash between the two batches of the first write would
-            // leave records that nothing tells apart from those the rollups include.
-            rollup::set_initial_mark(&tree, &rollups)?;
-        } else {
-            rollup::add_records_past_mark(&tree, &rollups)?;
         }
-        let last_key_sequence = tree.last()?.and_then(|(key, _)| sequence_of(&key));
-        let mark = rollup::read_mark(&rollups)?;
-        let next_sequence = match last_key_sequence.max(mark) {
-            Some(sequence) => sequence + 1,
-            None => 0,
-        };
         info!(
             actor = "analytics",
             records = tree.len(),
@@ -293,12 +279,7 @@ impl AnalyticsActor {
             "opened analytics store"
         );
         Ok(Self {
-            store: Some(Store {
-                tree,
-                rollups,
-                rollups_behind: false,
-                unflushed: false,
-            }),
+            store: Some(Store { tree, rollups }),
             buffer: Vec::new(),
             queue: Arc::default(),
             taken: Vec::new(),
@@ -350,54 +331,65 @@ impl AnalyticsActor {
         }
         self.buffer.push(record);
         if self.buffer.len() >= MAX_BUFFERED {
-            // The next interval flushes this write to disk, so it needs no flush of its own.
-            self.write_or_log(Sync::Later);
+            self.write_or_log();
         }
     }
 
-    /// Writes the buffered records, then adds them to their rollups, and with
-    /// [`Sync::Now`] flushes sled to disk, also after a write of [`Sync::Later`] with
-    /// nothing buffered since.
-    fn write_buffer(&mut self, sync: Sync) -> Result<usize, sled::Error> {
-        let Some(store) = &mut self.store else {
+    /// Writes the buffered records and adds them to their rollups in one transaction, so
+    /// the two never disagree, then flushes sled.
+    fn write_buffer(&mut self) -> Result<usize, sled::Error> {
+        let Some(store) = &self.store else {
             return Ok(0);
         };
-        if store.rollups_behind {
-            rollup::add_records_past_mark(&store.tree, &store.rollups)?;
-            store.rollups_behind = false;
+        if self.buffer.is_empty() {
+            return Ok(0);
         }
+        let mut records = Vec::with_capacity(self.buffer.len());
+        for record in &self.buffer {
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&record.time_unix_ms.to_be_bytes());
+            key[8..].copy_from_slice(&self.next_sequence.to_be_bytes());
+            self.next_sequence += 1;
+            let value = serde_json::to_vec(record).expect("records serialize to JSON");
+            records.push((key, value));
+        }
+        let groups: Vec<(Vec<u8>, UsageTotals)> = rollup::sum_by_group(&self.buffer)
+            .into_iter()
+            .map(|(group, totals)| (group.key(), totals))
+            .collect();
+        (&store.tree, &store.rollups)
+            .transaction(|(tree, rollups)| {
+                for (key, value) in &records {
+                    tree.insert(&key[..], value.as_slice())?;
+                }
+                for (key, added) in &groups {
+                    let mut totals = match rollups.get(key)? {
+                        Some(stored) => decode_rollup(&stored),
+                        None => UsageTotals::default(),
+                    };
+                    rollup::add_totals(&mut totals, added);
+                    let value = serde_json::to_vec(&totals).expect("totals serialize to JSON");
+                    rollups.insert(key.as_slice(), value)?;
+                }
+                Ok(())
+            })
+            .map_err(|err: TransactionError<()>| match err {
+                TransactionError::Storage(err) => err,
+                TransactionError::Abort(()) => {
+                    sled::Error::Unsupported("the analytics transaction aborted".to_owned())
+                }
+            })?;
+        store.tree.flush()?;
         let written = self.buffer.len();
-        if written > 0 {
-            let first_sequence = self.next_sequence;
-            let mut batch = sled::Batch::default();
-            for (sequence, record) in (first_sequence..).zip(&self.buffer) {
-                let value = serde_json::to_vec(record).expect("records serialize to JSON");
-                batch.insert(&record_key(record.time_unix_ms, sequence)[..], value);
-            }
-            store.tree.apply_batch(batch)?;
-            self.next_sequence += written as u64;
-            store.unflushed = true;
-            // The records are stored now, so they leave the buffer even if the rollups
-            // fail below: a retry would store them twice.
-            let groups = rollup::sum_by_group(&self.buffer);
-            self.buffer.clear();
-            let last_sequence = self.next_sequence - 1;
-            if let Err(err) = rollup::add_to_rollups(&store.rollups, &groups, last_sequence) {
-                store.rollups_behind = true;
-                return Err(err);
-            }
-            debug!(actor = "analytics", written, "wrote analytics records");
-        }
-        if sync == Sync::Now && store.unflushed {
-            store.tree.flush()?;
-            store.unflushed = false;
-        }
+        // The batch is durable now; only then may the records leave memory.
+        self.buffer.clear();
+        debug!(actor = "analytics", written, "wrote analytics records");
         Ok(written)
     }
 
-    fn write_or_log(&mut self, sync: Sync) {
-        if let Err(err) = self.write_buffer(sync) {
-            // Records not yet stored stay buffered and are retried at the next write.
+    fn write_or_log(&mut self) {
+        if let Err(err) = self.write_buffer() {
+            // The records stay buffered and are retried at the next interval.
             error!(actor = "analytics", buffered = self.buffer.len(), error = %err,
                 "cannot write analytics records");
         }
@@ -412,8 +404,7 @@ impl AnalyticsActor {
         prices: Option<&PriceTable>,
     ) -> Result<StatsReply, String> {
         self.drain();
-        self.write_buffer(Sync::Later)
-            .map_err(|err| err.to_string())?;
+        self.write_buffer().map_err(|err| err.to_string())?;
         let Some(store) = &self.store else {
             return Ok(analytics_off_reply(query));
         };
@@ -423,28 +414,6 @@ impl AnalyticsActor {
         };
         reply.map_err(|err| err.to_string())
     }
-}
-
-/// Whether a write flushes sled to disk when it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sync {
-    Now,
-    /// Left to the next write of [`Sync::Now`], at most one flush interval later.
-    Later,
-}
-
-/// Returns the key of a record: its time, then its sequence number, both big-endian.
-fn record_key(time_unix_ms: u64, sequence: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&time_unix_ms.to_be_bytes());
-    key[8..].copy_from_slice(&sequence.to_be_bytes());
-    key
-}
-
-/// Returns the sequence number of a record key, or `None` for a key of another length.
-fn sequence_of(key: &[u8]) -> Option<u64> {
-    let sequence: [u8; 8] = key.get(8..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(sequence))
 }
 
 /// Returns the reply to a stats query while analytics are off: no totals, no rows, and
@@ -567,10 +536,8 @@ fn decode_rollup(value: &[u8]) -> UsageTotals {
 /// Rebuilds every rollup from the records, for a store written before rollups existed.
 fn rebuild_rollups(tree: &sled::Tree, rollups: &sled::Tree) -> Result<(), sled::Error> {
     let mut groups: HashMap<Vec<u8>, UsageTotals> = HashMap::new();
-    let mut last_sequence = None;
     for entry in tree.iter() {
-        let (key, value) = entry?;
-        last_sequence = last_sequence.max(sequence_of(&key));
+        let (_, value) = entry?;
         if let Ok(record) = serde_json::from_slice::<RequestRecord>(&value) {
             let totals = groups
                 .entry(rollup::RollupGroup::of(&record).key())
@@ -584,9 +551,6 @@ fn rebuild_rollups(tree: &sled::Tree, rollups: &sled::Tree) -> Result<(), sled::
             key.as_slice(),
             serde_json::to_vec(totals).expect("totals serialize to JSON"),
         );
-    }
-    if let Some(sequence) = last_sequence {
-        batch.insert(rollup::MARK_KEY, &sequence.to_be_bytes()[..]);
     }
     rollups.apply_batch(batch)?;
     info!(
@@ -607,13 +571,13 @@ impl Actor for AnalyticsActor {
         }
         ctx.run_interval(self.flush_interval, |actor, _| {
             actor.drain();
-            actor.write_or_log(Sync::Now);
+            actor.write_or_log();
         });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.drain();
-        self.write_or_log(Sync::Now);
+        self.write_or_log();
     }
 }
 
@@ -660,7 +624,7 @@ impl Handler<Flush> for AnalyticsActor {
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
         self.drain();
-        self.write_buffer(Sync::Now).map_err(|err| err.to_string())
+        self.write_buffer().map_err(|err| err.to_string())
     }
 }
 
@@ -1009,179 +973,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    /// Stores `records` in the records tree of `db` with the sequence numbers from `first`
-    /// on, and nothing in the rollups, as a crash between the two batches of a write leaves
-    /// them.
-    fn store_records_only(db: &sled::Db, records: &[RequestRecord], first: u64) {
-        let tree = db.open_tree("records").unwrap();
-        let mut batch = sled::Batch::default();
-        for (sequence, record) in (first..).zip(records) {
-            let value = serde_json::to_vec(record).unwrap();
-            batch.insert(&record_key(record.time_unix_ms, sequence)[..], value);
-        }
-        tree.apply_batch(batch).unwrap();
-        db.flush().unwrap();
-    }
-
-    /// Returns records at 1 h and 13 h of days 20,000 to 20,002, so that a query without a
-    /// range reads the rollups alone.
-    fn records_over_three_days(cost: u64) -> Vec<RequestRecord> {
-        let day = rollup::DAY_MS;
-        let mut records = Vec::new();
-        for index in 0..6u64 {
-            let time = (20_000 + index / 2) * day + [1, 13][(index % 2) as usize] * 3_600_000;
-            let model = ["claude-haiku-4-5", "mystery-model"][(index % 2) as usize];
-            let priced = (index % 2 == 0).then_some(cost + index);
-            records.push(record(time, model, priced, CacheOutcome::Miss));
-        }
-        records
-    }
-
-    async fn totals_of(actor: &Addr<AnalyticsActor>, group_by: GroupBy) -> StatsReply {
-        let query = StatsQuery {
-            group_by,
-            ..StatsQuery::default()
-        };
-        actor.send(QueryStats(query)).await.unwrap().unwrap()
-    }
-
-    #[actix::test]
-    async fn records_past_mark_join_rollups() {
-        let dir = tempfile::tempdir().unwrap();
-        let (actor, arbiter) = start_on_arbiter(dir.path());
-        let mut records = records_over_three_days(100);
-        for record in &records {
-            actor.do_send(Record(record.clone()));
-        }
-        actor.send(Flush).await.unwrap().unwrap();
-        arbiter.stop();
-        arbiter.join().unwrap();
-
-        let db = open_db(dir.path());
-        let rollups = db.open_tree("rollups").unwrap();
-        assert_eq!(rollup::read_mark(&rollups).unwrap(), Some(5));
-        // The lost batch has records older than the stored ones, so only their sequence
-        // numbers tell them apart.
-        let mut lost = records_over_three_days(1_000);
-        for record in &mut lost {
-            record.time_unix_ms -= 10 * rollup::DAY_MS;
-        }
-        store_records_only(&db, &lost, 6);
-        drop(rollups);
-        drop(db);
-        records.extend(lost);
-
-        let expected = brute_force(&records, 0, u64::MAX);
-        assert_eq!(expected.requests, 12);
-        for reopen in 0..2 {
-            let (actor, arbiter) = start_on_arbiter(dir.path());
-            for group_by in GroupBy::ALL {
-                let stats = totals_of(&actor, group_by).await;
-                assert_eq!(stats.total, expected, "{group_by:?} after reopen {reopen}");
-                let row_requests: u64 = stats.rows.iter().map(|row| row.totals.requests).sum();
-                assert_eq!(row_requests, 12, "{group_by:?} rows after reopen {reopen}");
-            }
-            let scan = actor
-                .send(QueryRepriced {
-                    query: StatsQuery::default(),
-                    prices: Arc::new(PriceTable::embedded()),
-                })
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(scan.total.requests, expected.requests);
-            arbiter.stop();
-            arbiter.join().unwrap();
-        }
-        let db = open_db(dir.path());
-        let rollups = db.open_tree("rollups").unwrap();
-        assert_eq!(rollup::read_mark(&rollups).unwrap(), Some(11));
-    }
-
-    #[actix::test]
-    async fn store_without_mark_keeps_totals() {
-        let dir = tempfile::tempdir().unwrap();
-        let (actor, arbiter) = start_on_arbiter(dir.path());
-        let mut records = records_over_three_days(100);
-        for record in &records {
-            actor.do_send(Record(record.clone()));
-        }
-        actor.send(Flush).await.unwrap().unwrap();
-        arbiter.stop();
-        arbiter.join().unwrap();
-
-        // A store written by the releases that wrote records and rollups in one
-        // transaction has no mark.
-        let db = open_db(dir.path());
-        let rollups = db.open_tree("rollups").unwrap();
-        rollups.remove(rollup::MARK_KEY).unwrap();
-        db.flush().unwrap();
-        drop(rollups);
-        drop(db);
-
-        let (actor, arbiter) = start_on_arbiter(dir.path());
-        let later = record(
-            20_003 * rollup::DAY_MS + 5,
-            "claude-haiku-4-5",
-            Some(9),
-            CacheOutcome::Hit,
-        );
-        actor.do_send(Record(later.clone()));
-        records.push(later);
-        let stats = totals_of(&actor, GroupBy::Model).await;
-        assert_eq!(stats.total, brute_force(&records, 0, u64::MAX));
-        actor.send(Flush).await.unwrap().unwrap();
-        arbiter.stop();
-        arbiter.join().unwrap();
-
-        let db = open_db(dir.path());
-        let rollups = db.open_tree("rollups").unwrap();
-        assert_eq!(rollup::read_mark(&rollups).unwrap(), Some(6));
-    }
-
-    #[test]
-    fn failed_rollups_are_added_at_next_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open_db(dir.path());
-        let mut actor = AnalyticsActor::new(&db, Duration::from_secs(60)).unwrap();
-        let first = records_over_three_days(100);
-        actor.buffer.extend(first.iter().cloned());
-        actor.write_buffer(Sync::Now).unwrap();
-        // As a write whose rollups batch failed leaves the store.
-        let second = records_over_three_days(200);
-        store_records_only(&db, &second, actor.next_sequence);
-        actor.next_sequence += second.len() as u64;
-        actor.store.as_mut().unwrap().rollups_behind = true;
-
-        let third = records_over_three_days(300);
-        actor.buffer.extend(third.iter().cloned());
-        assert_eq!(actor.write_buffer(Sync::Later).unwrap(), third.len());
-        let store = actor.store.as_ref().unwrap();
-        assert!(!store.rollups_behind);
-        let all: Vec<_> = first.into_iter().chain(second).chain(third).collect();
-        assert_eq!(
-            store.stats(&StatsQuery::default()).unwrap().total,
-            brute_force(&all, 0, u64::MAX)
-        );
-        assert_eq!(rollup::read_mark(&store.rollups).unwrap(), Some(17));
-    }
-
-    #[test]
-    fn size_triggered_write_is_flushed_at_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open_db(dir.path());
-        let mut actor = AnalyticsActor::new(&db, Duration::from_secs(60)).unwrap();
-        for index in 0..MAX_BUFFERED as u64 {
-            actor.accept(record(1000 + index, "m", Some(1), CacheOutcome::Miss));
-        }
-        assert!(actor.buffer.is_empty(), "a full buffer is written");
-        assert!(actor.store.as_ref().unwrap().unflushed);
-        // The interval's write has no records of its own and still flushes those.
-        assert_eq!(actor.write_buffer(Sync::Now).unwrap(), 0);
-        assert!(!actor.store.as_ref().unwrap().unflushed);
-        assert_eq!(db.open_tree("records").unwrap().len(), MAX_BUFFERED);
     }
 
     #[actix::test]

@@ -1,25 +1,17 @@
 //! Daily rollups: per-day totals of the records, kept in the sled tree `rollups` and
-//! updated in one batch after each batch of records they sum, so stats over long ranges
-//! read one row per day and group instead of every record.
+//! updated in the same transaction as the records they sum, so stats over long ranges read
+//! one row per day and group instead of every record.
 //!
 //! Key: the day number since the Unix epoch (u32, big-endian), then the priced flag, the
 //! provider, the credential hash prefix and the model label, separated by `\0`. Value: the
-//! JSON of [`UsageTotals`]. The tree also stores the mark under [`MARK_KEY`].
+//! JSON of [`UsageTotals`].
 
 use std::collections::HashMap;
 
 use cco_proto::UsageTotals;
 use serde::{Deserialize, Serialize};
-use tracing::info;
 
-use super::{decode_rollup, sequence_of, RequestRecord};
-
-/// Key of the mark: the sequence number (u64, big-endian) of the last record that the
-/// rollups include. Every rollup key is longer and starts with the day, so the empty key
-/// sorts before all of them and no range of days contains it. Stores written before the
-/// mark existed have none, and their rollups include every record, because the records and
-/// the rollups were written in one transaction.
-pub const MARK_KEY: &[u8] = b"";
+use super::RequestRecord;
 
 pub const DAY_MS: u64 = 86_400_000;
 
@@ -88,99 +80,6 @@ pub fn sum_by_group<'a>(
         record.add_to(groups.entry(RollupGroup::of(record)).or_default());
     }
     groups
-}
-
-/// Returns the mark, or `None` when the store has none.
-pub fn read_mark(rollups: &sled::Tree) -> Result<Option<u64>, sled::Error> {
-    let Some(value) = rollups.get(MARK_KEY)? else {
-        return Ok(None);
-    };
-    let mark: [u8; 8] = value.as_ref().try_into().map_err(|_| {
-        sled::Error::Unsupported(format!(
-            "the analytics rollup mark has {} bytes, expected 8",
-            value.len()
-        ))
-    })?;
-    Ok(Some(u64::from_be_bytes(mark)))
-}
-
-/// Adds `groups` to the stored rollups and sets the mark to `last_sequence`, in one batch.
-/// Only the analytics actor writes the rollups, so nothing changes them between the reads
-/// and the batch.
-pub fn add_to_rollups(
-    rollups: &sled::Tree,
-    groups: &HashMap<RollupGroup, UsageTotals>,
-    last_sequence: u64,
-) -> Result<(), sled::Error> {
-    let mut batch = sled::Batch::default();
-    for (group, added) in groups {
-        let key = group.key();
-        let mut totals = match rollups.get(&key)? {
-            Some(stored) => decode_rollup(&stored),
-            None => UsageTotals::default(),
-        };
-        add_totals(&mut totals, added);
-        let value = serde_json::to_vec(&totals).expect("totals serialize to JSON");
-        batch.insert(key, value);
-    }
-    batch.insert(MARK_KEY, &last_sequence.to_be_bytes()[..]);
-    rollups.apply_batch(batch)
-}
-
-/// Sets the mark to the last sequence number of the records, for a store written without
-/// one, whose rollups include every record.
-pub fn set_initial_mark(tree: &sled::Tree, rollups: &sled::Tree) -> Result<(), sled::Error> {
-    let mut last_sequence = None;
-    for key in tree.iter().keys() {
-        last_sequence = last_sequence.max(sequence_of(&key?));
-    }
-    if let Some(sequence) = last_sequence {
-        rollups.insert(MARK_KEY, &sequence.to_be_bytes()[..])?;
-        // On disk before the first write, so a crash in it cannot keep records past a mark
-        // that was lost.
-        rollups.flush()?;
-        info!(
-            actor = "analytics",
-            mark = sequence,
-            "set the analytics rollup mark of a store written without one"
-        );
-    }
-    Ok(())
-}
-
-/// Adds the records with a sequence number past the mark to the rollups: those that a
-/// crash or a failed write left stored without their rollups. Reads every record key,
-/// because keys sort by time and not by sequence number. Does nothing when the store has
-/// no mark.
-pub fn add_records_past_mark(tree: &sled::Tree, rollups: &sled::Tree) -> Result<(), sled::Error> {
-    let Some(mark) = read_mark(rollups)? else {
-        return Ok(());
-    };
-    let mut records = Vec::new();
-    let mut last_sequence = mark;
-    for entry in tree.iter() {
-        let (key, value) = entry?;
-        let Some(sequence) = sequence_of(&key).filter(|&sequence| sequence > mark) else {
-            continue;
-        };
-        last_sequence = last_sequence.max(sequence);
-        // A record that does not decode is skipped by every query too.
-        if let Ok(record) = serde_json::from_slice::<RequestRecord>(&value) {
-            records.push(record);
-        }
-    }
-    if last_sequence == mark {
-        return Ok(());
-    }
-    add_to_rollups(rollups, &sum_by_group(&records), last_sequence)?;
-    info!(
-        actor = "analytics",
-        records = records.len(),
-        mark,
-        last_sequence,
-        "added records past the mark to the analytics rollups"
-    );
-    Ok(())
 }
 
 /// Adds every counter of `other` to `totals`.
