@@ -4,10 +4,11 @@
 //! of records not yet written, and counters since start. The proxy hands records over
 //! through a [`Recorder`] (see [`intake`]), which wakes the actor at most once per
 //! [`DRAIN_DELAY`]. Messages: [`Record`], [`Drain`], [`QueryStats`], [`QueryRepriced`],
-//! [`Flush`], [`GetServed`], [`RenderMetrics`]. The buffer is written as one sled batch
-//! every flush interval and on [`Flush`], so the request path never waits on disk. After
-//! each batch the tree is flushed, so a crash loses at most the records of the last
-//! interval and the drain delay.
+//! [`Flush`], [`GetServed`], [`RenderMetrics`]. The buffer is written as one sled
+//! transaction every flush interval, whenever [`MAX_BUFFERED`] records wait, before each
+//! query and on [`Flush`], so the request path never waits on disk. The writes of each
+//! interval, of [`Flush`] and of shutdown then flush sled to disk, so a crash loses at most
+//! the records of the last interval and the drain delay.
 //!
 //! Keys are the record time in milliseconds followed by a sequence number, both big-endian,
 //! so a time range is a key range. Values are JSON [`RequestRecord`]s.
@@ -243,6 +244,8 @@ pub struct AnalyticsActor {
     spare: Vec<RequestRecord>,
     /// True while a drain is scheduled.
     drain_pending: bool,
+    /// True when a write since the last flush to disk has not been flushed.
+    unflushed: bool,
     next_sequence: u64,
     served: u64,
     flush_interval: Duration,
@@ -284,6 +287,7 @@ impl AnalyticsActor {
             queue: Arc::default(),
             spare: Vec::new(),
             drain_pending: false,
+            unflushed: false,
             next_sequence,
             served: 0,
             flush_interval,
@@ -300,6 +304,7 @@ impl AnalyticsActor {
             queue: Arc::default(),
             spare: Vec::new(),
             drain_pending: false,
+            unflushed: false,
             next_sequence: 0,
             served: 0,
             flush_interval: Duration::ZERO,
@@ -331,17 +336,23 @@ impl AnalyticsActor {
         }
         self.buffer.push(record);
         if self.buffer.len() >= MAX_BUFFERED {
-            self.write_or_log();
+            // The write of the next interval flushes this one to disk.
+            self.write_or_log(false);
         }
     }
 
     /// Writes the buffered records and adds them to their rollups in one transaction, so
-    /// the two never disagree, then flushes sled.
-    fn write_buffer(&mut self) -> Result<usize, sled::Error> {
+    /// the two never disagree. When `sync` is true, then flushes sled to disk, also when
+    /// the buffer is empty and only an earlier write with `sync` false is not flushed.
+    fn write_buffer(&mut self, sync: bool) -> Result<usize, sled::Error> {
         let Some(store) = &self.store else {
             return Ok(0);
         };
         if self.buffer.is_empty() {
+            if sync && self.unflushed {
+                store.tree.flush()?;
+                self.unflushed = false;
+            }
             return Ok(0);
         }
         let mut records = Vec::with_capacity(self.buffer.len());
@@ -379,16 +390,20 @@ impl AnalyticsActor {
                     sled::Error::Unsupported("the analytics transaction aborted".to_owned())
                 }
             })?;
-        store.tree.flush()?;
+        self.unflushed = true;
+        if sync {
+            store.tree.flush()?;
+            self.unflushed = false;
+        }
         let written = self.buffer.len();
-        // The batch is durable now; only then may the records leave memory.
+        // The batch is stored now, so the records may leave memory.
         self.buffer.clear();
         debug!(actor = "analytics", written, "wrote analytics records");
         Ok(written)
     }
 
-    fn write_or_log(&mut self) {
-        if let Err(err) = self.write_buffer() {
+    fn write_or_log(&mut self, sync: bool) {
+        if let Err(err) = self.write_buffer(sync) {
             // The records stay buffered and are retried at the next interval.
             error!(actor = "analytics", buffered = self.buffer.len(), error = %err,
                 "cannot write analytics records");
@@ -404,7 +419,7 @@ impl AnalyticsActor {
         prices: Option<&PriceTable>,
     ) -> Result<StatsReply, String> {
         self.drain();
-        self.write_buffer().map_err(|err| err.to_string())?;
+        self.write_buffer(false).map_err(|err| err.to_string())?;
         let Some(store) = &self.store else {
             return Ok(analytics_off_reply(query));
         };
@@ -571,13 +586,13 @@ impl Actor for AnalyticsActor {
         }
         ctx.run_interval(self.flush_interval, |actor, _| {
             actor.drain();
-            actor.write_or_log();
+            actor.write_or_log(true);
         });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.drain();
-        self.write_or_log();
+        self.write_or_log(true);
     }
 }
 
@@ -624,7 +639,7 @@ impl Handler<Flush> for AnalyticsActor {
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
         self.drain();
-        self.write_buffer().map_err(|err| err.to_string())
+        self.write_buffer(true).map_err(|err| err.to_string())
     }
 }
 
@@ -973,6 +988,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn size_triggered_write_is_flushed_at_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path());
+        let mut actor = AnalyticsActor::new(&db, Duration::from_secs(60)).unwrap();
+        for index in 0..MAX_BUFFERED as u64 {
+            actor.accept(record(1000 + index, "m", Some(1), CacheOutcome::Miss));
+        }
+        assert!(actor.buffer.is_empty(), "a full buffer is written");
+        assert!(actor.unflushed, "a write of a full buffer is not flushed");
+        assert_eq!(db.open_tree("records").unwrap().len(), MAX_BUFFERED);
+        // The interval's write has no records of its own and still flushes those.
+        assert_eq!(actor.write_buffer(true).unwrap(), 0);
+        assert!(!actor.unflushed);
     }
 
     #[actix::test]
