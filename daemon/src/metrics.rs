@@ -381,6 +381,12 @@ impl Metrics {
                     "Entries removed after their TTL.",
                     cache.expirations,
                 ),
+                (
+                    "cco_cache_stores_skipped_total",
+                    "counter",
+                    "Responses not stored because the cache's writes were behind.",
+                    cache.skipped_stores,
+                ),
             ] {
                 header(&mut out, name, kind, help);
                 let _ = writeln!(out, "{name} {value}");

@@ -425,6 +425,10 @@ pub struct CacheStatsReply {
     pub stores: u64,
     pub evictions: u64,
     pub expirations: u64,
+    /// Responses not stored because the cache's writes were behind; absent from older
+    /// daemons.
+    #[serde(default)]
+    pub skipped_stores: u64,
 }
 
 /// Reply to [`Request::CacheClear`]: what was removed.

@@ -58,6 +58,7 @@ fn render_stats(reply: &CacheStatsReply) -> String {
         ("stores", format_count(reply.stores)),
         ("evictions", format_count(reply.evictions)),
         ("expirations", format_count(reply.expirations)),
+        ("skipped stores", format_count(reply.skipped_stores)),
     ])
 }
 
@@ -91,19 +92,21 @@ mod tests {
             stores: 90,
             evictions: 3,
             expirations: 4,
+            skipped_stores: 5,
         };
         let expected = "\
-enabled:     yes
-entries:     12
-size:        2.0 KiB
-capacity:    64.0 MiB
-ttl:         1d 0h 0m 0s
-hits:        30
-misses:      90
-hit rate:    25.0%
-stores:      90
-evictions:   3
-expirations: 4
+enabled:        yes
+entries:        12
+size:           2.0 KiB
+capacity:       64.0 MiB
+ttl:            1d 0h 0m 0s
+hits:           30
+misses:         90
+hit rate:       25.0%
+stores:         90
+evictions:      3
+expirations:    4
+skipped stores: 5
 ";
         assert_eq!(render_stats(&reply), expected);
     }
@@ -111,8 +114,8 @@ expirations: 4
     #[test]
     fn cache_stats_without_lookups() {
         let text = render_stats(&CacheStatsReply::default());
-        assert!(text.contains("hit rate:    0.0%\n"), "{text}");
-        assert!(text.contains("enabled:     no\n"), "{text}");
+        assert!(text.contains("hit rate:       0.0%\n"), "{text}");
+        assert!(text.contains("enabled:        no\n"), "{text}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tracing::{debug, error, warn};
 pub use entry::{CachedResponse, DecodeError, FORMAT_VERSION};
 pub use key::{CacheKey, KeyParts};
 use store::{CacheStore, StoreOutcome};
-pub use store::{CacheView, Peek, HOT_CAPACITY_BYTES};
+pub use store::{CacheView, Peek, HOT_CAPACITY_BYTES, MAX_PENDING_STORE_BYTES};
 
 /// Interval between sweeps that remove expired entries that no lookup has removed yet.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -163,6 +163,9 @@ impl Handler<Store> for CacheActor {
     fn handle(&mut self, message: Store, _ctx: &mut Self::Context) {
         let now = self.now();
         let key = message.key;
+        self.store
+            .view_ref()
+            .store_arrived(message.response.body.len() as u64);
         match self.store.store_shared(key, message.response, now) {
             Ok(StoreOutcome::Stored { size, evicted }) => {
                 debug!(actor = "cache", key = %key, size, evicted, "stored cache entry");

@@ -52,6 +52,11 @@ pub(crate) enum StoreOutcome {
 /// used dropped first. Only hot entries are served without a round trip to the actor.
 pub const HOT_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Bytes of responses sent to the actor to store and not yet stored. Past this bound a
+/// worker skips the store: the response is still sent, only not cached, so a proxy under
+/// more load than sled can write keeps its memory bounded.
+pub const MAX_PENDING_STORE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Hits of hot entries remembered for the LRU order between two actor messages. Hits past
 /// this bound are served all the same, but do not refresh their entry's place in the order.
 const MAX_TOUCHED: usize = 4096;
@@ -87,6 +92,10 @@ struct ViewState {
     hits: AtomicU64,
     /// Keys of hot entries served since the store last refreshed their LRU order.
     touched: Mutex<Vec<CacheKey>>,
+    /// Body bytes of the `Store` messages on their way to the actor.
+    pending_store_bytes: AtomicU64,
+    /// Stores skipped because `pending_store_bytes` was at its bound.
+    skipped_stores: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -105,7 +114,42 @@ impl CacheView {
             misses: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             touched: Mutex::default(),
+            pending_store_bytes: AtomicU64::new(0),
+            skipped_stores: AtomicU64::new(0),
         }))
+    }
+
+    /// Reserves room for a `Store` of `body_bytes` on its way to the actor, or returns
+    /// false, counting a skipped store, when the stores already on their way reach
+    /// [`MAX_PENDING_STORE_BYTES`]. The actor releases the room with
+    /// [`CacheView::store_arrived`].
+    pub fn reserve_store(&self, body_bytes: u64) -> bool {
+        let reserved = self.0.pending_store_bytes.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |pending| {
+                let total = pending.saturating_add(body_bytes);
+                (pending == 0 || total <= MAX_PENDING_STORE_BYTES).then_some(total)
+            },
+        );
+        if reserved.is_err() {
+            self.0.skipped_stores.fetch_add(1, Ordering::Relaxed);
+        }
+        reserved.is_ok()
+    }
+
+    /// Releases the room that [`CacheView::reserve_store`] took for a store of
+    /// `body_bytes`.
+    pub fn store_arrived(&self, body_bytes: u64) {
+        let _ = self.0.pending_store_bytes.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |pending| Some(pending.saturating_sub(body_bytes)),
+        );
+    }
+
+    fn skipped_stores(&self) -> u64 {
+        self.0.skipped_stores.load(Ordering::Relaxed)
     }
 
     /// Makes `response` a hot entry under `key` ahead of its `Store` message, which the
@@ -438,6 +482,10 @@ impl CacheStore {
         self.view.clone()
     }
 
+    pub(crate) fn view_ref(&self) -> &CacheView {
+        &self.view
+    }
+
     /// Removes every entry from the index and the tree, returning what was removed.
     ///
     /// On a database error the index is left as it was. Entries that the tree lost before
@@ -490,6 +538,7 @@ impl CacheStore {
             stores: self.counters.stores,
             evictions: self.counters.evictions,
             expirations: self.counters.expirations,
+            skipped_stores: self.view.skipped_stores(),
         }
     }
 

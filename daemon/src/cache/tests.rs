@@ -709,3 +709,28 @@ fn hot_hits_refresh_lru_order() {
         "key 2 evicted"
     );
 }
+
+#[test]
+fn store_backlog_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheStore::open(open_tree(dir.path()), &config(1 << 20, HOUR), START_MS).unwrap();
+    let view = cache.view();
+    let half = MAX_PENDING_STORE_BYTES / 2;
+
+    assert!(view.reserve_store(half), "first half");
+    assert!(view.reserve_store(half), "second half");
+    assert!(!view.reserve_store(1), "one byte past the bound");
+    assert_eq!(cache.stats().skipped_stores, 1);
+
+    view.store_arrived(half);
+    assert!(view.reserve_store(half), "room freed by an arrived store");
+    view.store_arrived(half);
+    view.store_arrived(half);
+    // With nothing on its way, one store larger than the bound still goes.
+    assert!(
+        view.reserve_store(MAX_PENDING_STORE_BYTES * 2),
+        "lone large store"
+    );
+    assert!(!view.reserve_store(1), "behind a large store");
+    assert_eq!(cache.stats().skipped_stores, 2);
+}

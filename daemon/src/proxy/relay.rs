@@ -15,7 +15,7 @@ use actix::Addr;
 use actix_web::error::PayloadError;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::analytics::{CacheOutcome, Outcome, Recorder, RequestRecord};
 use crate::budgets::Reservation;
@@ -316,13 +316,23 @@ impl Observer {
                     cost_nano_usd: record.cost_nano_usd,
                     created_unix_ms: record.time_unix_ms,
                 });
-                if let Some(view) = &target.view {
-                    view.publish(target.key, &response);
+                let body_bytes = response.body.len() as u64;
+                let room = target
+                    .view
+                    .as_ref()
+                    .is_none_or(|view| view.reserve_store(body_bytes));
+                if room {
+                    if let Some(view) = &target.view {
+                        view.publish(target.key, &response);
+                    }
+                    target.cache.do_send(Store {
+                        key: target.key,
+                        response,
+                    });
+                } else {
+                    debug!(actor = "proxy", key = %target.key, body_bytes,
+                        "the cache's writes are behind; this response is not stored");
                 }
-                target.cache.do_send(Store {
-                    key: target.key,
-                    response,
-                });
             }
         }
         submit(&self.recorder, record);
