@@ -39,10 +39,8 @@ pub use intake::{Drain, Queue, Recorder, DRAIN_DELAY};
 use query::Sums;
 pub use reprice::reprice;
 
-/// Buffered records that trigger a write before the interval ends. Small batches spread
-/// sled's work out: on one connection under `bench/run.sh`, the miss path's p99 was 2.6 ms
-/// with 1,024 and 2.0 ms with 128.
-const MAX_BUFFERED: usize = 128;
+/// Buffered records that trigger a write before the interval ends.
+const MAX_BUFFERED: usize = 1024;
 
 /// Final state of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
