@@ -29,7 +29,7 @@ use tracing::{debug, error, warn};
 pub use entry::{CachedResponse, DecodeError, FORMAT_VERSION};
 pub use key::{CacheKey, KeyParts};
 use store::{CacheStore, StoreOutcome};
-pub use store::{CacheView, Peek, HOT_CAPACITY_BYTES, MAX_PENDING_STORE_BYTES};
+pub use store::{CacheView, Peek, HOT_CAPACITY_BYTES, MAX_PENDING_STORE_BYTES, STORE_CHARGE_BYTES};
 
 /// Interval between sweeps that remove expired entries that no lookup has removed yet.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);

@@ -57,6 +57,10 @@ pub const HOT_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 /// more load than sled can write keeps its memory bounded.
 pub const MAX_PENDING_STORE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Bytes charged to each pending store on top of its body, for its headers, metadata and
+/// message, so that at most 1,024 small stores wait.
+pub const STORE_CHARGE_BYTES: u64 = MAX_PENDING_STORE_BYTES / 1024;
+
 /// Hits of hot entries remembered for the LRU order between two actor messages. Hits past
 /// this bound are served all the same, but do not refresh their entry's place in the order.
 const MAX_TOUCHED: usize = 4096;
@@ -121,14 +125,15 @@ impl CacheView {
 
     /// Reserves room for a `Store` of `body_bytes` on its way to the actor, or returns
     /// false, counting a skipped store, when the stores already on their way reach
-    /// [`MAX_PENDING_STORE_BYTES`]. The actor releases the room with
+    /// [`MAX_PENDING_STORE_BYTES`], each charged its body and [`STORE_CHARGE_BYTES`]. The actor releases the room with
     /// [`CacheView::store_arrived`].
     pub fn reserve_store(&self, body_bytes: u64) -> bool {
+        let charge = body_bytes.saturating_add(STORE_CHARGE_BYTES);
         let reserved = self.0.pending_store_bytes.fetch_update(
             Ordering::AcqRel,
             Ordering::Acquire,
             |pending| {
-                let total = pending.saturating_add(body_bytes);
+                let total = pending.saturating_add(charge);
                 (pending == 0 || total <= MAX_PENDING_STORE_BYTES).then_some(total)
             },
         );
@@ -141,10 +146,11 @@ impl CacheView {
     /// Releases the room that [`CacheView::reserve_store`] took for a store of
     /// `body_bytes`.
     pub fn store_arrived(&self, body_bytes: u64) {
+        let charge = body_bytes.saturating_add(STORE_CHARGE_BYTES);
         let _ = self.0.pending_store_bytes.fetch_update(
             Ordering::AcqRel,
             Ordering::Acquire,
-            |pending| Some(pending.saturating_sub(body_bytes)),
+            |pending| Some(pending.saturating_sub(charge)),
         );
     }
 

@@ -713,13 +713,15 @@ fn hot_hits_refresh_lru_order() {
 #[test]
 fn store_backlog_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = CacheStore::open(open_tree(dir.path()), &config(1 << 20, HOUR), START_MS).unwrap();
+    let tree = open_tree(dir.path());
+    let cache = CacheStore::open(tree, &config(1 << 20, HOUR), START_MS).unwrap();
     let view = cache.view();
-    let half = MAX_PENDING_STORE_BYTES / 2;
+    // Each store is charged its body and STORE_CHARGE_BYTES.
+    let half = MAX_PENDING_STORE_BYTES / 2 - STORE_CHARGE_BYTES;
 
     assert!(view.reserve_store(half), "first half");
     assert!(view.reserve_store(half), "second half");
-    assert!(!view.reserve_store(1), "one byte past the bound");
+    assert!(!view.reserve_store(0), "one store past the bound");
     assert_eq!(cache.stats().skipped_stores, 1);
 
     view.store_arrived(half);
@@ -731,6 +733,13 @@ fn store_backlog_is_bounded() {
         view.reserve_store(MAX_PENDING_STORE_BYTES * 2),
         "lone large store"
     );
-    assert!(!view.reserve_store(1), "behind a large store");
-    assert_eq!(cache.stats().skipped_stores, 2);
+    assert!(!view.reserve_store(0), "behind a large store");
+    view.store_arrived(MAX_PENDING_STORE_BYTES * 2);
+
+    // Small stores are bounded by their count: 1,024 fit, the next does not.
+    for index in 0..1024 {
+        assert!(view.reserve_store(0), "small store {index}");
+    }
+    assert!(!view.reserve_store(0), "small store 1024");
+    assert_eq!(cache.stats().skipped_stores, 3);
 }
