@@ -19,7 +19,10 @@ use crate::client::Client;
 use crate::error::{CtlError, EXIT_FAILURE};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return exit_for_cli_error(&err),
+    };
     match run(&cli) {
         Ok(output) => write_stdout(&output),
         Err(error) => {
@@ -27,6 +30,35 @@ fn main() -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// Prints a command-line error as clap does, plus the environment variable behind the value
+/// when the flag was not typed, and returns clap's exit code.
+fn exit_for_cli_error(err: &clap::Error) -> ExitCode {
+    let hint = err
+        .get(clap::error::ContextKind::InvalidArg)
+        .and_then(|arg| {
+            let argv: Vec<String> = std::env::args().collect();
+            let command = <Cli as clap::CommandFactory>::command();
+            cco_proto::env_source_hint(&arg.to_string(), &argv, |name| {
+                declares_env(&command, name) && std::env::var_os(name).is_some()
+            })
+        });
+    let _ = err.print();
+    if let Some(hint) = hint {
+        eprintln!("{hint}");
+    }
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
+/// Returns true when an argument of `command` or of one of its subcommands reads `name`.
+fn declares_env(command: &clap::Command, name: &str) -> bool {
+    command
+        .get_arguments()
+        .any(|arg| arg.get_env().is_some_and(|env| env == name))
+        || command
+            .get_subcommands()
+            .any(|subcommand| declares_env(subcommand, name))
 }
 
 fn run(cli: &Cli) -> Result<String, CtlError> {

@@ -52,6 +52,24 @@ fn env_socket_is_used() {
 }
 
 #[test]
+fn empty_env_socket_names_the_variable() {
+    let output = Command::new(BIN)
+        .env("CCO_SOCKET", "")
+        .arg("status")
+        .output()
+        .expect("ccoctl runs");
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains(
+            "note: the value of --socket came from the environment variable CCO_SOCKET; \
+             fix it or unset it"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
 fn bad_since_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let output = run_ctl(

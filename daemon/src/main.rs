@@ -4,7 +4,10 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = ccod::config::Args::parse();
+    let args = match ccod::config::Args::try_parse() {
+        Ok(args) => args,
+        Err(err) => return exit_for_cli_error(&err),
+    };
     let config = match ccod::config::Config::resolve(&args) {
         Ok(config) => config,
         Err(err) => {
@@ -60,4 +63,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a command-line error as clap does, plus the environment variable behind the value
+/// when the flag was not typed, and returns clap's exit code.
+fn exit_for_cli_error(err: &clap::Error) -> ExitCode {
+    let hint = err
+        .get(clap::error::ContextKind::InvalidArg)
+        .and_then(|arg| {
+            let argv: Vec<String> = std::env::args().collect();
+            let command = <ccod::config::Args as clap::CommandFactory>::command();
+            cco_proto::env_source_hint(&arg.to_string(), &argv, |name| {
+                declares_env(&command, name) && std::env::var_os(name).is_some()
+            })
+        });
+    let _ = err.print();
+    if let Some(hint) = hint {
+        eprintln!("{hint}");
+    }
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
+/// Returns true when an argument of `command` or of one of its subcommands reads `name`.
+fn declares_env(command: &clap::Command, name: &str) -> bool {
+    command
+        .get_arguments()
+        .any(|arg| arg.get_env().is_some_and(|env| env == name))
+        || command
+            .get_subcommands()
+            .any(|subcommand| declares_env(subcommand, name))
 }

@@ -9,10 +9,12 @@
 //! without the server stack.
 
 pub mod calendar;
+mod env_hint;
 mod framing;
 mod messages;
 mod socket;
 
+pub use env_hint::env_source_hint;
 pub use framing::{decode_request, encode_frame, FrameError, LineFramer};
 pub use messages::*;
 pub use socket::{default_socket_path, socket_path_from_env, SOCKET_ENV, SOCKET_FILE_NAME};
