@@ -4,8 +4,8 @@
 //! from the environment, which sends the user looking for a flag they never passed.
 
 /// Returns a line naming the environment variable behind `arg`, a flag as clap prints it
-/// (`--port <PORT>`), when `argv` does not contain the flag and `variable_set` returns true for its
-/// `CCO_*` variable is set. Flags map to variables by upper case and `_` for `-`, as
+/// (`--port <PORT>`), when `argv` does not contain the flag and `variable_set` returns true
+/// for its `CCO_*` variable. Flags map to variables by upper case and `_` for `-`, as
 /// `--max-body-size` to `CCO_MAX_BODY_SIZE`.
 pub fn env_source_hint(
     arg: &str,
