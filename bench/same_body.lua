@@ -12,7 +12,7 @@ wrk.body = '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"us
   .. filler .. '"}]}'
 
 -- With BENCH_DELAY_MS set, each connection waits that many milliseconds after each
--- response, which holds the load below what the server under test sustains.
+-- response, which keeps the load below what the server under test sustains.
 local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if pause then
   function delay()

@@ -13,7 +13,7 @@
 #        [VARIANTS="name=/path/to/ccod ..."] bench/soak.sh [DURATION]
 #
 # VARIANTS runs every case once with each listed ccod binary, one after the other, so two
-# builds are compared in one run; the default is the release build of this tree. CCOD_ARGS
+# builds are compared in one run. The default is the release build of this tree. CCOD_ARGS
 # are passed to every ccod, for example "--cache-size 50".
 set -euo pipefail
 cd "$(dirname "$0")/.."

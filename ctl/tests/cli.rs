@@ -408,7 +408,7 @@ mod with_fake_daemon {
         assert_eq!(query.group_by, cco_proto::GroupBy::Day);
     }
 
-    /// The reply of a daemon that runs with `--no-analytics`.
+    /// Builds the reply of a daemon that runs with `--no-analytics`.
     fn analytics_off_reply() -> StatsReply {
         StatsReply {
             analytics_enabled: false,

@@ -247,7 +247,7 @@ fn open_streams_gauge_follows_streams() {
     );
     assert_eq!(waiting.join().unwrap().status, 200);
 
-    // A stream the mock holds open, read to its end.
+    // A stream the mock keeps open, read to its end.
     mock.push_reply(Reply::sse(events()).chunk_delay(Duration::from_millis(400)));
     let mut stream = http::open_stream(
         daemon.addr,

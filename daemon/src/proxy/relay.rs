@@ -317,12 +317,9 @@ impl Observer {
                     created_unix_ms: record.time_unix_ms,
                 });
                 let body_bytes = response.body.len() as u64;
-                let room = target
-                    .view
-                    .as_ref()
-                    .is_none_or(|view| view.reserve_store(body_bytes));
-                if room {
-                    if let Some(view) = &target.view {
+                let view = target.view.as_ref();
+                if view.is_none_or(|view| view.reserve_store(body_bytes)) {
+                    if let Some(view) = view {
                         view.publish(target.key, &response);
                     }
                     target.cache.do_send(Store {
